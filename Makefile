@@ -1,0 +1,52 @@
+# LinkSync for Close. `make help` lists the targets.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-fast lint typecheck bench chaos fuzz audit compose-check clean
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create the venv and install the package with dev tools
+
+run: $(STAMP) ## Run everything locally with embedded defaults (SQLite, sandbox, demo source)
+	$(VENV)/bin/linksync dev
+
+test: $(STAMP) ## Run the whole test suite (needs PostgreSQL, Redis and Chromium; see README)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest
+
+test-fast: $(STAMP) ## Unit tests only
+	$(VENV)/bin/pytest tests/unit -q
+
+lint: $(STAMP) ## Ruff lint and format check
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP) ## mypy on service/ and workers/
+	$(VENV)/bin/mypy
+
+bench: $(STAMP) ## Run the benchmark suite (prints a table, writes bench/results/*.json)
+	$(PY) -m bench.run
+
+chaos: $(STAMP) ## Run the chaos suite (faults, kills, restarts) and the fuzzers
+	$(VENV)/bin/pytest tests/chaos tests/fuzz -v
+
+audit: $(STAMP) ## Audit the installed dependencies for known vulnerabilities
+	$(VENV)/bin/pip-audit --skip-editable --progress-spinner off
+
+compose-check: ## Validate docker-compose.yml
+	docker-compose config -q
+
+clean: ## Remove the venv and local state
+	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache test-artifacts

@@ -1,0 +1,79 @@
+"""`linksync doctor`: the checks an operator runs first when something looks wrong."""
+
+from __future__ import annotations
+
+from email.utils import parsedate_to_datetime
+
+import requests
+from sqlalchemy import text
+
+from service import migrate
+from service.db import Database, utcnow
+from service.settings import SettingsError, load_settings
+
+Check = tuple[str, bool, str]
+MAX_SKEW_SECONDS = 30.0
+
+
+def run_checks() -> list[Check]:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        return [("settings", False, str(exc))]
+    results: list[Check] = [
+        (
+            "settings",
+            True,
+            f"{settings.LINKSYNC_ENV.value} mode"
+            + ("; Close sandbox" if settings.uses_close_sandbox else "; real Close app"),
+        )
+    ]
+    db = Database(settings.database_url)
+    try:
+        with db.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        results.append(("database", True, db.engine.url.render_as_string(hide_password=True)))
+        current = migrate.current_revision(db.engine)
+        head = migrate.heads(settings.database_url)
+        results.append(
+            (
+                "migrations",
+                current in head,
+                f"at {current or 'nothing'}; head is {', '.join(head)}"
+                + ("" if current in head else " (run: linksync db upgrade)"),
+            )
+        )
+    except Exception as exc:
+        results.append(("database", False, f"unreachable: {type(exc).__name__}: {exc}"[:200]))
+    finally:
+        db.dispose()
+    if settings.REDIS_URL:
+        import redis
+
+        try:
+            redis.Redis.from_url(settings.REDIS_URL, socket_timeout=3).ping()
+            results.append(("broker", True, "Redis answers PING"))
+        except Exception as exc:
+            results.append(("broker", False, f"Redis unreachable: {type(exc).__name__}"))
+    else:
+        results.append(("broker", True, "embedded SQLite broker (no REDIS_URL)"))
+    for name, url in (
+        ("close token endpoint", settings.close_url("CLOSE_TOKEN_URL")),
+        ("close api", settings.close_url("CLOSE_API_URL") + "/me/"),
+        ("source", settings.SOURCE_URL),
+    ):
+        try:
+            response = requests.get(url, timeout=5)
+            results.append(
+                (name, response.status_code < 500, f"{url} answered {response.status_code}")
+            )
+            if name == "close api" and response.headers.get("Date"):
+                skew = abs(
+                    (utcnow() - parsedate_to_datetime(response.headers["Date"])).total_seconds()
+                )
+                results.append(
+                    ("clock skew", skew <= MAX_SKEW_SECONDS, f"{skew:.1f}s against Close's clock")
+                )
+        except requests.RequestException as exc:
+            results.append((name, False, f"{url} unreachable: {type(exc).__name__}"))
+    return results

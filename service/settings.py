@@ -1,0 +1,228 @@
+"""Typed settings, read once from the environment (and `.env`) and validated at start-up.
+
+Every variable of the contract in product.md is a field here under its exact name. In dev mode
+(`LINKSYNC_ENV=dev`, the default) missing secrets get safe local values that are generated once
+and kept under `instance/`, so a restart does not invalidate stored tokens; in production a
+missing secret stops the process with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from cryptography.fernet import Fernet
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+CLOSE_PRODUCTION = {
+    "CLOSE_AUTHORIZE_URL": "https://app.close.com/oauth2/authorize/",
+    "CLOSE_TOKEN_URL": "https://api.close.com/oauth2/token/",
+    "CLOSE_REVOKE_URL": "https://api.close.com/oauth2/revoke/",
+    "CLOSE_API_URL": "https://api.close.com/api/v1",
+}
+SANDBOX_CLIENT_ID = "linksync-sandbox"
+SANDBOX_CLIENT_SECRET = "sandbox-secret"  # noqa: S105 - the sandbox's public demo client
+DEMO_SOURCE_TOKEN = "demo-source-token"  # noqa: S105 - the demo source's public token
+REQUIRED_OUTSIDE_DEV = ("SECRET_KEY", "TOKEN_ENCRYPTION_KEYS", "API_KEYS", "WEBHOOK_SECRET")
+
+
+class Environment(StrEnum):
+    DEV = "dev"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class SettingsError(Exception):
+    """A configuration value is missing or invalid; the message names the variable."""
+
+
+def _split_csv(value: object) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, list | tuple):
+        return [str(v).strip() for v in value if str(v).strip()]
+    raise ValueError("expected a comma-separated list")
+
+
+CsvList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=True
+    )
+
+    LINKSYNC_ENV: Environment = Environment.DEV
+    INSTANCE_PATH: Path = Path("instance")
+    DATABASE_URL: str = ""
+    REDIS_URL: str | None = None
+
+    CLOSE_CLIENT_ID: str | None = None
+    CLOSE_CLIENT_SECRET: str | None = None
+    CLOSE_SANDBOX_URL: str = "http://127.0.0.1:8100"
+    CLOSE_AUTHORIZE_URL: str | None = None
+    CLOSE_TOKEN_URL: str | None = None
+    CLOSE_REVOKE_URL: str | None = None
+    CLOSE_API_URL: str | None = None
+    CLOSE_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0, le=120)
+    CLOSE_CONCURRENCY: int = Field(default=4, ge=1, le=32)
+
+    PUBLIC_URL: str = "http://127.0.0.1:5000"
+    SECRET_KEY: str | None = None
+    TOKEN_ENCRYPTION_KEYS: CsvList = Field(default_factory=list)
+    API_KEYS: CsvList = Field(default_factory=list)
+    WEBHOOK_SECRET: str | None = None
+    RETURN_URL_ALLOWED_ORIGINS: CsvList = Field(default_factory=list)
+    CONNECT_SESSION_TTL_SECONDS: int = Field(default=3600, ge=60, le=7 * 86400)
+
+    SOURCE_URL: str = "http://127.0.0.1:8200"
+    SOURCE_TOKEN: str = DEMO_SOURCE_TOKEN
+    SOURCE_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0, le=120)
+
+    SYNC_INTERVAL_SECONDS: int = Field(default=900, ge=10, le=7 * 86400)
+    RECONCILE_INTERVAL_SECONDS: int = Field(default=86400, ge=60)
+    SCHEDULER_TICK_SECONDS: int = Field(default=30, ge=1, le=3600)
+    SYNC_LOCK_TTL_SECONDS: int = Field(default=120, ge=5, le=3600)
+    TOKEN_REFRESH_MARGIN_SECONDS: int = Field(default=120, ge=0, le=3600)
+    WEBHOOK_MAX_BODY_BYTES: int = Field(default=64 * 1024, ge=1024)
+    WEBHOOK_RATE_LIMIT_PER_MINUTE: int = Field(default=600, ge=1)
+
+    OPERATOR_USERNAME: str | None = None
+    OPERATOR_PASSWORD_HASH: str | None = None
+
+    LOG_LEVEL: str = "INFO"
+    LOG_FORMAT: str = "json"
+
+    @field_validator(
+        "TOKEN_ENCRYPTION_KEYS", "API_KEYS", "RETURN_URL_ALLOWED_ORIGINS", mode="before"
+    )
+    @classmethod
+    def _csv(cls, value: object) -> list[str]:
+        return _split_csv(value)
+
+    @field_validator("PUBLIC_URL", "CLOSE_SANDBOX_URL", "SOURCE_URL")
+    @classmethod
+    def _absolute_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("LOG_FORMAT")
+    @classmethod
+    def _log_format(cls, value: str) -> str:
+        if value not in ("json", "console"):
+            raise ValueError("must be 'json' or 'console'")
+        return value
+
+    @field_validator("TOKEN_ENCRYPTION_KEYS")
+    @classmethod
+    def _fernet_keys(cls, keys: list[str]) -> list[str]:
+        for key in keys:
+            try:
+                Fernet(key.encode())
+            except ValueError as exc:
+                raise ValueError(
+                    "each key must be a url-safe base64 32-byte Fernet key "
+                    "(make one with: linksync keys generate)"
+                ) from exc
+        return keys
+
+    @model_validator(mode="after")
+    def _complete(self) -> Settings:
+        if self.LINKSYNC_ENV is Environment.PRODUCTION:
+            missing = [name for name in REQUIRED_OUTSIDE_DEV if not getattr(self, name)]
+            if missing:
+                raise ValueError(f"{', '.join(missing)} must be set when LINKSYNC_ENV=production")
+        if bool(self.CLOSE_CLIENT_ID) != bool(self.CLOSE_CLIENT_SECRET):
+            raise ValueError("CLOSE_CLIENT_ID and CLOSE_CLIENT_SECRET must be set together")
+        return self
+
+    # Derived values -----------------------------------------------------------------------
+
+    @property
+    def is_dev(self) -> bool:
+        return self.LINKSYNC_ENV is not Environment.PRODUCTION
+
+    @property
+    def uses_close_sandbox(self) -> bool:
+        return not self.CLOSE_CLIENT_ID
+
+    @property
+    def close_client_id(self) -> str:
+        return self.CLOSE_CLIENT_ID or SANDBOX_CLIENT_ID
+
+    @property
+    def close_client_secret(self) -> str:
+        return self.CLOSE_CLIENT_SECRET or SANDBOX_CLIENT_SECRET
+
+    def close_url(self, name: str) -> str:
+        """One of the CLOSE_*_URL values: explicit, else the sandbox's or production's."""
+        explicit: str | None = getattr(self, name)
+        if explicit:
+            url = explicit
+        elif self.uses_close_sandbox:
+            url = self.CLOSE_SANDBOX_URL + urlsplit(CLOSE_PRODUCTION[name]).path
+        else:
+            url = CLOSE_PRODUCTION[name]
+        # The API base is joined with paths that start with "/"; the OAuth URLs end with one.
+        return url.rstrip("/") if name == "CLOSE_API_URL" else url.rstrip("/") + "/"
+
+    @property
+    def redirect_uri(self) -> str:
+        return f"{self.PUBLIC_URL}/oauth/close/callback"
+
+    @property
+    def database_url(self) -> str:
+        return self.DATABASE_URL or f"sqlite:///{(self.INSTANCE_PATH / 'linksync.db').resolve()}"
+
+    @property
+    def secure_cookies(self) -> bool:
+        return not self.is_dev or self.PUBLIC_URL.startswith("https://")
+
+
+def _dev_secret(instance: Path, name: str, make: str) -> str:
+    """A generated local secret, kept in instance/ so restarts keep working."""
+    instance.mkdir(parents=True, exist_ok=True)
+    path = instance / f"dev-{name.lower().replace('_', '-')}"
+    if path.exists():
+        return path.read_text().strip()
+    value = Fernet.generate_key().decode() if make == "fernet" else secrets.token_urlsafe(32)
+    path.write_text(value)
+    path.chmod(0o600)
+    log.warning("generated a local development %s in %s (dev mode only)", name, path)
+    return value
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build and validate the settings; raise SettingsError naming the bad variable."""
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = ".".join(str(p) for p in error["loc"]) or "configuration"
+            problems.append(f"{name}: {error['msg']}")
+        raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
+    if settings.is_dev:
+        instance = settings.INSTANCE_PATH
+        if not settings.SECRET_KEY:
+            settings.SECRET_KEY = _dev_secret(instance, "SECRET_KEY", "token")
+        if not settings.TOKEN_ENCRYPTION_KEYS:
+            settings.TOKEN_ENCRYPTION_KEYS = [
+                _dev_secret(instance, "TOKEN_ENCRYPTION_KEYS", "fernet")
+            ]
+        if not settings.API_KEYS:
+            settings.API_KEYS = [_dev_secret(instance, "API_KEYS", "token")]
+        if not settings.WEBHOOK_SECRET:
+            settings.WEBHOOK_SECRET = _dev_secret(instance, "WEBHOOK_SECRET", "token")
+    return settings

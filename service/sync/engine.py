@@ -1,0 +1,456 @@
+"""One sync run of one connection: read the source, plan, apply to Close, record per link.
+
+State is saved per link as Close confirms it (in small batches), so a crash half-way loses
+nothing: the next run recomputes the plan and does only what is still missing. Every write to
+Close is idempotent (upsert keyed by source_id; delete by source_id, 404 = already gone), so a
+retried or repeated call never duplicates a link.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from service import metrics
+from service.close.client import CloseClient, CloseError, CloseValidationError
+from service.container import Services
+from service.db import utcnow
+from service.models import (
+    Connection,
+    ConnectionStatus,
+    LinkState,
+    RunStatus,
+    SyncedLink,
+    SyncRun,
+)
+from service.sources.client import SourceAccountGone, SourceUnavailable
+from service.sync.diff import KnownLink, Plan, plan
+from service.sync.mapping import DesiredLink, InvalidLink, is_active, map_event_type, source_id_of
+from service.tokens import NeedsReauth, NotConnected, TokenRefreshUnavailable
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_EVERY = 25  # links
+CHECKPOINT_SECONDS = 1.0
+FATAL = (NeedsReauth, NotConnected)
+
+
+@dataclass
+class Outcome:
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    transient: int = 0  # failures worth retrying in a later run
+    errors: list[str] = field(default_factory=list)
+    fatal: str | None = None
+
+
+class RunAborted(Exception):
+    pass
+
+
+def _in_close(row: SyncedLink) -> bool:
+    """Close holds, or may hold, a link of ours for this row."""
+    return row.content_hash is not None or row.state in (LinkState.PENDING, LinkState.DELETING)
+
+
+class SyncEngine:
+    def __init__(
+        self,
+        svc: Services,
+        *,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.svc = svc
+        self.on_progress = on_progress
+
+    def run(self, connection_id: int, run_id: int, *, reconcile: bool = False) -> SyncRun:
+        started = time.monotonic()
+        session = self.svc.db.sessionmaker()
+        try:
+            run = session.get(SyncRun, run_id)
+            connection = session.get(Connection, connection_id)
+            if run is None or connection is None:
+                raise LookupError(f"run {run_id} or connection {connection_id} not found")
+            run.status = RunStatus.RUNNING
+            run.started_at = utcnow()
+            session.commit()
+            outcome = Outcome()
+            try:
+                status, error = self._run(session, connection, run, outcome, reconcile=reconcile)
+            except Exception as exc:
+                session.rollback()
+                log.exception("sync run crashed", extra={"run_id": run_id})
+                status, error = RunStatus.FAILED, f"internal error: {type(exc).__name__}"
+            self._finish(session, connection, run, outcome, status, error, reconcile)
+            metrics.SYNC_RUNS.labels(run.trigger, run.status).inc()
+            metrics.SYNC_DURATION.observe(time.monotonic() - started)
+            return run
+        finally:
+            session.close()
+
+    # The run ----------------------------------------------------------------------------
+
+    def _run(
+        self,
+        session: Session,
+        connection: Connection,
+        run: SyncRun,
+        outcome: Outcome,
+        *,
+        reconcile: bool,
+    ) -> tuple[RunStatus, str | None]:
+        if connection.status != ConnectionStatus.ACTIVE:
+            return RunStatus.FAILED, f"connection is {connection.status}"
+        close = self.svc.close_for(connection)
+        rows = {
+            row.source_id: row
+            for row in session.scalars(
+                select(SyncedLink).where(SyncedLink.connection_id == connection.id)
+            )
+        }
+        if reconcile:
+            try:
+                self._reconcile(session, connection, close, rows)
+            except FATAL as exc:
+                return RunStatus.FAILED, str(exc)
+            except (CloseError, TokenRefreshUnavailable) as exc:
+                return RunStatus.FAILED, f"reconcile could not list Close's links: {exc}"
+
+        dirty = any(
+            row.state != LinkState.SYNCED and row.state != LinkState.ERROR for row in rows.values()
+        )
+        etag = None if (reconcile or dirty) else connection.source_etag
+        try:
+            listing = self.svc.source.listing(connection.account_id, etag=etag)
+        except SourceAccountGone:
+            connection.status = ConnectionStatus.PAUSED
+            connection.status_reason = (
+                "the source says this account does not exist (404); syncing is paused and "
+                "no links were deleted"
+            )
+            return RunStatus.FAILED, "source account not found (404): connection paused"
+        except SourceUnavailable as exc:
+            return RunStatus.FAILED, str(exc)
+        if listing.not_modified:
+            outcome.unchanged = len(rows)
+            return RunStatus.SUCCEEDED, None
+
+        desired, invalid = self._read(listing, outcome)
+        the_plan = plan(
+            desired,
+            invalid,
+            {sid: KnownLink(sid, row.content_hash, _in_close(row)) for sid, row in rows.items()},
+            listing_complete=listing.complete,
+        )
+        outcome.unchanged = len(the_plan.unchanged)
+        self._record_invalid(session, connection, rows, the_plan.invalid, outcome)
+        self._forget_unwanted(session, connection, rows, desired, invalid, listing.complete)
+        run.progress_total = len(the_plan.upserts) + len(the_plan.deletes)
+        session.commit()
+
+        self._apply(session, connection, run, close, rows, the_plan, outcome)
+
+        if outcome.fatal:
+            return RunStatus.FAILED, outcome.fatal
+        problems = list(outcome.errors)
+        if not listing.complete:
+            problems.insert(
+                0,
+                (listing.error or "source listing incomplete")
+                + f"; {the_plan.deletes_withheld} delete(s) withheld until a complete listing",
+            )
+        if problems:
+            return RunStatus.PARTIAL, "; ".join(problems)[:2000]
+        connection.source_etag = listing.etag if outcome.transient == 0 else None
+        return RunStatus.SUCCEEDED, None
+
+    def _read(
+        self, listing: Iterable[dict[str, Any]], outcome: Outcome
+    ) -> tuple[list[DesiredLink], list[InvalidLink]]:
+        desired: list[DesiredLink] = []
+        invalid: list[InvalidLink] = []
+        seen: set[str] = set()
+        for item in listing:
+            source_id = source_id_of(item)
+            if source_id is None:
+                outcome.failed += 1
+                outcome.errors.append("an event type without a usable id was skipped")
+                continue
+            if source_id in seen:
+                outcome.failed += 1
+                outcome.errors.append(f"event type {source_id!r} is listed twice; first kept")
+                continue
+            seen.add(source_id)
+            if not is_active(item):
+                continue
+            mapped = map_event_type(item)
+            (desired if isinstance(mapped, DesiredLink) else invalid).append(mapped)  # type: ignore[arg-type]
+        return desired, invalid
+
+    def _record_invalid(
+        self,
+        session: Session,
+        connection: Connection,
+        rows: dict[str, SyncedLink],
+        invalid: list[InvalidLink],
+        outcome: Outcome,
+    ) -> None:
+        for item in invalid:
+            row = rows.get(item.source_id)
+            if row is None:
+                row = SyncedLink(connection_id=connection.id, source_id=item.source_id)
+                session.add(row)
+                rows[item.source_id] = row
+            row.state = LinkState.ERROR
+            row.name = item.name
+            row.last_error = f"invalid event type: {item.error}"
+            outcome.failed += 1
+
+    def _forget_unwanted(
+        self,
+        session: Session,
+        connection: Connection,
+        rows: dict[str, SyncedLink],
+        desired: list[DesiredLink],
+        invalid: list[InvalidLink],
+        complete: bool,
+    ) -> None:
+        """Rows that Close never held and the source no longer wants need no Close call."""
+        if not complete:
+            return
+        wanted = {d.source_id for d in desired} | {i.source_id for i in invalid}
+        stale = [sid for sid, row in rows.items() if sid not in wanted and not _in_close(row)]
+        if stale:
+            session.execute(
+                delete(SyncedLink).where(
+                    SyncedLink.connection_id == connection.id, SyncedLink.source_id.in_(stale)
+                )
+            )
+            for sid in stale:
+                rows.pop(sid)
+
+    def _apply(
+        self,
+        session: Session,
+        connection: Connection,
+        run: SyncRun,
+        close: CloseClient,
+        rows: dict[str, SyncedLink],
+        the_plan: Plan,
+        outcome: Outcome,
+    ) -> None:
+        operations: list[tuple[str, str, Callable[[], Any]]] = [
+            ("upsert", link.source_id, _bind(close.upsert_integration_link, link.fields))
+            for link in the_plan.upserts
+        ] + [("delete", sid, _bind(close.delete_integration_link, sid)) for sid in the_plan.deletes]
+        if not operations:
+            return
+        desired = {link.source_id: link for link in the_plan.upserts}
+        for sid in the_plan.deletes:
+            rows[sid].state = LinkState.DELETING
+        concurrency = min(self.svc.settings.CLOSE_CONCURRENCY, len(operations))
+        last_checkpoint = time.monotonic()
+        since_checkpoint = 0
+        pending: dict[Future[Any], tuple[str, str]] = {}
+        queue = iter(operations)
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="close") as pool:
+
+            def submit_next() -> None:
+                for kind, sid, call in queue:
+                    pending[pool.submit(call)] = (kind, sid)
+                    return
+
+            for _ in range(concurrency):
+                submit_next()
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    kind, sid = pending.pop(future)
+                    self._settle(session, connection, rows, desired, kind, sid, future, outcome)
+                    run.progress_done += 1
+                    since_checkpoint += 1
+                    if outcome.fatal is None:
+                        submit_next()
+                if since_checkpoint >= CHECKPOINT_EVERY or (
+                    time.monotonic() - last_checkpoint >= CHECKPOINT_SECONDS
+                ):
+                    self._checkpoint(session, run, outcome)
+                    since_checkpoint, last_checkpoint = 0, time.monotonic()
+        self._checkpoint(session, run, outcome)
+
+    def _settle(
+        self,
+        session: Session,
+        connection: Connection,
+        rows: dict[str, SyncedLink],
+        desired: dict[str, DesiredLink],
+        kind: str,
+        sid: str,
+        future: Future[Any],
+        outcome: Outcome,
+    ) -> None:
+        row = rows.get(sid)
+        try:
+            result = future.result()
+        except FATAL as exc:
+            outcome.fatal = outcome.fatal or str(exc)
+            return
+        except CloseValidationError as exc:
+            # Close refused this payload: retrying cannot help until the event type changes.
+            metrics.LINK_OPERATIONS.labels(kind, "rejected").inc()
+            outcome.failed += 1
+            if row is None:
+                row = self._new_row(session, connection, rows, sid)
+            row.state = LinkState.ERROR
+            row.last_error = f"Close rejected the link: {exc}"
+            if kind == "upsert":
+                row.name = desired[sid].fields["name"]
+            return
+        except (CloseError, TokenRefreshUnavailable) as exc:
+            metrics.LINK_OPERATIONS.labels(kind, "failed").inc()
+            outcome.failed += 1
+            outcome.transient += 1
+            if len(outcome.errors) < 5:
+                outcome.errors.append(f"{sid}: {exc} (will retry next run)")
+            if row is None:
+                row = self._new_row(session, connection, rows, sid)
+            if kind == "upsert":
+                row.state = LinkState.PENDING
+                row.name = desired[sid].fields["name"]
+                row.url = desired[sid].fields["url"]
+            row.last_error = f"temporary: {exc}"
+            return
+        metrics.LINK_OPERATIONS.labels(kind, "ok").inc()
+        if kind == "delete":
+            outcome.deleted += 1
+            if row is not None:
+                session.delete(row)
+                rows.pop(sid, None)
+            return
+        link = desired[sid]
+        if row is None or (row.content_hash is None and row.close_link_id is None):
+            outcome.created += 1
+        else:
+            outcome.updated += 1
+        if row is None:
+            row = self._new_row(session, connection, rows, sid)
+        row.state = LinkState.SYNCED
+        row.content_hash = link.content_hash
+        row.close_link_id = (result or {}).get("id") or row.close_link_id
+        row.name = link.fields["name"]
+        row.url = link.fields["url"]
+        row.last_error = None
+        row.last_synced_at = utcnow()
+
+    @staticmethod
+    def _new_row(
+        session: Session, connection: Connection, rows: dict[str, SyncedLink], sid: str
+    ) -> SyncedLink:
+        row = SyncedLink(connection_id=connection.id, source_id=sid)
+        session.add(row)
+        rows[sid] = row
+        return row
+
+    def _checkpoint(self, session: Session, run: SyncRun, outcome: Outcome) -> None:
+        run.created, run.updated, run.deleted = outcome.created, outcome.updated, outcome.deleted
+        run.failed = outcome.failed
+        session.commit()
+        if self.on_progress:
+            self.on_progress(run.progress_done, run.progress_total)
+
+    # Reconcile --------------------------------------------------------------------------
+
+    def _reconcile(
+        self,
+        session: Session,
+        connection: Connection,
+        close: CloseClient,
+        rows: dict[str, SyncedLink],
+    ) -> None:
+        """Make our table match what Close really holds, so the plan repairs drift:
+        a link of ours deleted by hand is re-created; an orphan of ours gets deleted.
+        Links we do not own (MANUAL, CALENDLY, other apps) are never considered."""
+        client_id = self.svc.settings.close_client_id
+        ours: dict[str, dict[str, Any]] = {}
+        for link in close.iter_links():
+            if (
+                link.get("source") == "THIRD_PARTY"
+                and link.get("oauth_client_id") == client_id
+                and link.get("source_id")
+            ):
+                ours[str(link["source_id"])] = link
+        for sid, row in rows.items():
+            if sid not in ours and row.content_hash is not None:
+                row.content_hash = None  # gone from Close: upsert it again
+                row.close_link_id = None
+                row.state = LinkState.PENDING
+        for sid, link in ours.items():
+            if sid not in rows:
+                # An orphan: ours in Close, unknown here. The plan deletes it unless wanted.
+                rows[sid] = self._new_row(session, connection, rows, sid)
+                rows[sid].state = LinkState.DELETING
+                rows[sid].close_link_id = link.get("id")
+        connection.next_reconcile_at = None
+        session.flush()
+
+    # Finish -----------------------------------------------------------------------------
+
+    def _finish(
+        self,
+        session: Session,
+        connection: Connection,
+        run: SyncRun,
+        outcome: Outcome,
+        status: RunStatus,
+        error: str | None,
+        reconcile: bool,
+    ) -> None:
+        now = utcnow()
+        run.status = status
+        run.error = error
+        run.finished_at = now
+        run.created, run.updated, run.deleted = outcome.created, outcome.updated, outcome.deleted
+        run.unchanged, run.failed = outcome.unchanged, outcome.failed
+        connection.last_sync_at = now
+        connection.last_sync_status = status
+        connection.last_sync_run_id = run.id
+        if reconcile and status in (RunStatus.SUCCEEDED, RunStatus.PARTIAL):
+            connection.next_reconcile_at = now + timedelta(
+                seconds=self.svc.settings.RECONCILE_INTERVAL_SECONDS
+            )
+        session.commit()
+
+
+def _bind(fn: Callable[[Any], Any], arg: Any) -> Callable[[], Any]:
+    return lambda: fn(arg)
+
+
+def remove_close_links(svc: Services, connection_id: int) -> int:
+    """Delete every link of ours for this connection from Close (disconnect, user change).
+    Returns how many Close deleted; rows are removed as each delete is confirmed."""
+    removed = 0
+    with svc.db.session() as session:
+        connection = session.get(Connection, connection_id)
+        if connection is None:
+            return 0
+        close = svc.close_for(connection)
+        rows = session.scalars(
+            select(SyncedLink).where(SyncedLink.connection_id == connection_id)
+        ).all()
+        for row in rows:
+            if _in_close(row) and close.delete_integration_link(row.source_id):
+                removed += 1
+            session.delete(row)
+            session.commit()  # record each confirmed delete: a failure later loses nothing
+    return removed

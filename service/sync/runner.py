@@ -1,0 +1,101 @@
+"""Runs syncs of one connection one at a time, across every worker process.
+
+A per-connection lock (TTL + heartbeat) makes runs exclusive. A trigger that arrives while a
+run holds the lock sets a "dirty" flag; the holder sees it when it finishes and runs exactly
+once more, so the change that arrived mid-run is never lost and a burst never stacks up runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from service.container import Services
+from service.coordination import Heartbeat
+from service.db import utcnow
+from service.models import RunStatus, SyncRun
+from service.sync.engine import SyncEngine
+
+log = logging.getLogger(__name__)
+
+
+class SyncBusy(Exception):
+    """Another worker holds this connection's sync lock; the dirty flag has been set."""
+
+
+def _lock_key(connection_id: int) -> str:
+    return f"sync:{connection_id}"
+
+
+def _dirty_key(connection_id: int) -> str:
+    return f"dirty:{connection_id}"
+
+
+def _new_run(svc: Services, connection_id: int, trigger: str) -> int:
+    with svc.db.session() as session:
+        run = SyncRun(connection_id=connection_id, trigger=trigger, status=RunStatus.QUEUED)
+        session.add(run)
+        session.flush()
+        return run.id
+
+
+def mark_coalesced(svc: Services, run_id: int, reason: str) -> None:
+    with svc.db.session() as session:
+        run = session.get(SyncRun, run_id)
+        if run is not None and run.status == RunStatus.QUEUED:
+            run.status = RunStatus.COALESCED
+            run.finished_at = utcnow()
+            run.error = reason
+
+
+def run_sync(
+    svc: Services,
+    connection_id: int,
+    *,
+    trigger: str,
+    run_id: int | None = None,
+    reconcile: bool = False,
+    skip_if_running: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> list[int]:
+    """Run (and re-run while dirty) a sync of this connection; return the run ids executed.
+
+    Raises SyncBusy when another worker holds the lock (after flagging it dirty, unless
+    `skip_if_running`: a scheduled tick does not stack a run behind a running one)."""
+    coordinator = svc.coordinator
+    ttl = float(svc.settings.SYNC_LOCK_TTL_SECONDS)
+    executed: list[int] = []
+    engine = SyncEngine(svc, on_progress=on_progress)
+    while True:
+        token = coordinator.try_acquire(_lock_key(connection_id), ttl)
+        if token is None:
+            if executed:
+                return executed  # someone else took over the follow-up run
+            if not skip_if_running:
+                coordinator.set_flag(_dirty_key(connection_id), ttl * 4)
+            raise SyncBusy(connection_id)
+        try:
+            with Heartbeat(coordinator, _lock_key(connection_id), token, ttl):
+                while True:
+                    # Anything that arrives from here on must cause one more run.
+                    coordinator.pop_flag(f"pending:{connection_id}")
+                    coordinator.pop_flag(_dirty_key(connection_id))
+                    current = (
+                        run_id if run_id is not None else _new_run(svc, connection_id, trigger)
+                    )
+                    engine.run(connection_id, current, reconcile=reconcile)
+                    executed.append(current)
+                    run_id, reconcile = None, False
+                    if not coordinator.pop_flag(_dirty_key(connection_id)):
+                        break
+                    log.info("changes arrived during the run; running once more")
+        finally:
+            coordinator.release(_lock_key(connection_id), token)
+        # A trigger may have flagged dirty between our last check and the release: go again.
+        if not coordinator.pop_flag(_dirty_key(connection_id)):
+            return executed
+
+
+def is_dirty(svc: Services, connection_id: int) -> bool:
+    """Whether a follow-up run is still owed (used by a busy task's delayed retry)."""
+    return svc.coordinator.has_flag(_dirty_key(connection_id))

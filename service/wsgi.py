@@ -1,0 +1,11 @@
+"""WSGI entry point for gunicorn and `flask run`: `service.wsgi:app`."""
+
+from __future__ import annotations
+
+from service.app import create_app
+from service.logs import configure_logging
+from service.settings import load_settings
+
+settings = load_settings()
+configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
+app = create_app(settings)
