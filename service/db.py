@@ -56,7 +56,7 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        def _sqlite_pragmas(dbapi_conn, _record):
             # WAL lets the web process read while a worker writes; foreign keys are off by
             # default in SQLite and we rely on ON DELETE CASCADE.
             cursor = dbapi_conn.cursor()

@@ -18,7 +18,7 @@ import click
 import requests
 
 from service import migrate
-from service.settings import load_settings
+from service.settings import Settings, load_settings
 
 SANDBOX_PORT = 8100
 SOURCE_PORT = 8200
@@ -115,8 +115,7 @@ def _connect_link(public_url: str, api_key: str, account: str) -> str:
     return str(response.json()["connect_url"])
 
 
-def _banner(settings: object, port: int, account: str, connect_url: str, demo: Path) -> None:
-    s = settings  # typed loosely: only attributes are read
+def _banner(s: Settings, port: int, account: str, connect_url: str, demo: Path) -> None:
     lines = [
         "",
         "LinkSync for Close is running (embedded defaults)",

@@ -14,10 +14,10 @@ def refresh_gauges(svc: Services) -> None:
         by_status = dict(
             session.execute(
                 select(Connection.status, func.count()).group_by(Connection.status)
-            ).all()  # type: ignore[arg-type]
+            ).all()
         )
         by_state = dict(
-            session.execute(select(SyncedLink.state, func.count()).group_by(SyncedLink.state)).all()  # type: ignore[arg-type]
+            session.execute(select(SyncedLink.state, func.count()).group_by(SyncedLink.state)).all()
         )
     for status in ConnectionStatus:
         metrics.CONNECTIONS.labels(status.value).set(by_status.get(status.value, 0))

@@ -48,7 +48,7 @@ def make_celery(settings: Settings, task_cls: type[Task] | str | None = None) ->
     return app
 
 
-def celery_enqueue(settings: Settings):  # type: ignore[no-untyped-def]
+def celery_enqueue(settings: Settings):
     """An Enqueue function for the web process: sends by task name, no worker code imported."""
     celery = make_celery(settings)
 

@@ -22,7 +22,7 @@ configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
 services = Services(settings)
 
 
-class FlaskTask(Task):  # type: ignore[misc]
+class FlaskTask(Task):
     def __call__(self, *args: object, **kwargs: object) -> object:
         with flask_app.app_context():
             return self.run(*args, **kwargs)

@@ -41,7 +41,7 @@ def register_tasks(celery: Celery, svc: Services) -> None:
                 connection_id,
                 trigger=trigger,
                 run_id=run_id,
-                reconcile=reconcile,
+                reconcile=reconcile or trigger == "reconcile",
                 skip_if_running=skip_if_running,
             )
         except SyncBusy:
@@ -51,7 +51,9 @@ def register_tasks(celery: Celery, svc: Services) -> None:
                 mark_coalesced(svc, run_id, "merged into the run already in progress")
             # The holder will run once more for us; if it dies first, this retry does it.
             ttl = svc.settings.SYNC_LOCK_TTL_SECONDS
-            raise self.retry(countdown=max(1.0, ttl / 2), args=[connection_id, trigger, None]) from None
+            raise self.retry(
+                countdown=max(1.0, ttl / 2), args=[connection_id, trigger, None]
+            ) from None
         finally:
             logs.clear()
 

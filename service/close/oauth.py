@@ -121,7 +121,7 @@ class CloseOAuth:
             raise OAuthFailure("revoke_failed", f"Close answered {response.status_code}")
 
     @staticmethod
-    def _call(fn):  # type: ignore[no-untyped-def]
+    def _call(fn):
         try:
             return fn()
         except OAuthError as exc:

@@ -35,7 +35,7 @@ _PARAM = re.compile(r"(\w+)\s*=\s*([0-9.]+)")
 
 def parse_rate_headers(headers: dict[str, str] | object, body: object = None) -> RateInfo:
     """Read the IETF `RateLimit` header, `RateLimit-Policy`, `Retry-After` and the old JSON body."""
-    get = headers.get if hasattr(headers, "get") else (lambda _k, _d=None: None)  # type: ignore[union-attr]
+    get = headers.get if hasattr(headers, "get") else (lambda _k, _d=None: None)
     values: dict[str, float] = {}
     raw = get("RateLimit") or get("ratelimit")
     if raw:
