@@ -6,7 +6,7 @@ COPY pyproject.toml README.md alembic.ini ./
 COPY service ./service
 COPY workers ./workers
 COPY migrations ./migrations
-RUN pip install -e .
+RUN pip install -e . && mkdir -p /metrics && chown linksync /metrics
 USER linksync
 EXPOSE 5000
-CMD ["gunicorn", "--bind", "0.0.0.0:5000", "--workers", "4", "--access-logfile", "-", "service.wsgi:app"]
+CMD ["gunicorn", "-c", "python:service.gunicorn_conf", "service.wsgi:app"]

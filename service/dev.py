@@ -8,6 +8,7 @@ ready-made connect link, and stops everything on Ctrl-C.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -50,6 +51,11 @@ def run_dev(*, port: int, account: str) -> None:
         API_KEYS=",".join(settings.API_KEYS),
         WEBHOOK_SECRET=settings.WEBHOOK_SECRET or "",
     )
+    # Worker and web share Prometheus metrics through files (multiprocess mode).
+    metrics_dir = settings.INSTANCE_PATH / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
     migrate.upgrade(settings.database_url)
     python = sys.executable
     procs: list[subprocess.Popen[bytes]] = []
