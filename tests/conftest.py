@@ -207,10 +207,17 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 class WorkerProcess:
-    def __init__(self, settings: Settings, log_path: Path, concurrency: int = 2) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        log_path: Path,
+        concurrency: int = 2,
+        wrapper: list[str] | None = None,
+    ) -> None:
         self.settings = settings
         self.log_path = log_path
         self.concurrency = concurrency
+        self.wrapper = wrapper or []  # e.g. ["faketime", "-f", "+120s"]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
@@ -269,8 +276,12 @@ class WorkerProcess:
 def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     workers: list[WorkerProcess] = []
 
-    def start(settings: Settings, concurrency: int = 2) -> WorkerProcess:
-        worker = WorkerProcess(settings, tmp_path / f"worker-{len(workers)}.log", concurrency)
+    def start(
+        settings: Settings, concurrency: int = 2, wrapper: list[str] | None = None
+    ) -> WorkerProcess:
+        worker = WorkerProcess(
+            settings, tmp_path / f"worker-{len(workers)}.log", concurrency, wrapper
+        )
         workers.append(worker)
         return worker.start()
 

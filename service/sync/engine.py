@@ -164,6 +164,9 @@ class SyncEngine:
         if outcome.fatal:
             return RunStatus.FAILED, outcome.fatal
         problems = list(outcome.errors)
+        invalid_count = len(the_plan.invalid)
+        if invalid_count:
+            problems.insert(0, f"{invalid_count} event type(s) invalid; see the links' errors")
         if not listing.complete:
             problems.insert(
                 0,

@@ -46,7 +46,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not RESULTS:
         return
     terminalreporter.section("chaos summary")
-    header = f"{'scenario':<44} {'duration':>9} {'close calls':>12} {'links checked':>14} {'lost':>5}"
+    header = (
+        f"{'scenario':<44} {'duration':>9} {'close calls':>12} {'links checked':>14} {'lost':>5}"
+    )
     terminalreporter.write_line(header)
     for r in RESULTS:
         terminalreporter.write_line(
@@ -75,8 +77,20 @@ class RedisServer:
 
     def start(self) -> None:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        self.proc = subprocess.Popen(  # noqa: S603
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.workdir)],
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -125,7 +139,9 @@ class Chaos:
                 assert connection is not None
                 request_sync(session, self.svc, connection, trigger)
 
-    def lost(self, desired: dict[str, dict[str, dict[str, Any]]], user_of: dict[str, str]) -> tuple[int, int]:
+    def lost(
+        self, desired: dict[str, dict[str, dict[str, Any]]], user_of: dict[str, str]
+    ) -> tuple[int, int]:
         """(lost, checked): desired links missing or stale in Close, stale extras, duplicates."""
         lost = checked = 0
         by_user: dict[str, list[dict[str, Any]]] = {}
