@@ -131,8 +131,14 @@ def keys_rotate() -> None:
     """Re-encrypt every stored token with the first key; older keys can then be dropped."""
     from service.keys import rotate_all
 
-    count = rotate_all(_settings())
+    count, undecryptable = rotate_all(_settings())
     click.echo(f"re-encrypted the tokens of {count} connection(s) with the newest key")
+    if undecryptable:
+        ids = ", ".join(str(i) for i in undecryptable[:20])
+        raise click.ClickException(
+            f"{len(undecryptable)} connection(s) have tokens no configured key decrypts "
+            f"(ids: {ids}); keep their old key in TOKEN_ENCRYPTION_KEYS and run again"
+        )
 
 
 # Servers -------------------------------------------------------------------------------

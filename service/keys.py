@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import or_, select
 
-from service.crypto import TokenCipher
+from service.crypto import TokenCipher, TokenDecryptError
 from service.db import Database
 from service.models import Connection
 from service.settings import Settings
@@ -12,11 +12,13 @@ from service.settings import Settings
 BATCH = 500
 
 
-def rotate_all(settings: Settings) -> int:
-    """Re-encrypt in batches, one transaction per batch; returns how many connections."""
+def rotate_all(settings: Settings) -> tuple[int, list[int]]:
+    """Re-encrypt in batches, one transaction per batch. Returns how many connections were
+    re-encrypted, and the ids of those no configured key decrypts (left untouched)."""
     cipher = TokenCipher(settings.TOKEN_ENCRYPTION_KEYS)
     db = Database(settings.database_url)
     count = 0
+    undecryptable: list[int] = []
     last_id = 0
     try:
         while True:
@@ -35,13 +37,20 @@ def rotate_all(settings: Settings) -> int:
                     .with_for_update()
                 ).all()
                 if not batch:
-                    return count
+                    return count, undecryptable
                 for connection in batch:
-                    if connection.access_token_enc:
-                        connection.access_token_enc = cipher.rotate(connection.access_token_enc)
-                    if connection.refresh_token_enc:
-                        connection.refresh_token_enc = cipher.rotate(connection.refresh_token_enc)
+                    try:
+                        access = _rotate(cipher, connection.access_token_enc)
+                        refresh = _rotate(cipher, connection.refresh_token_enc)
+                    except TokenDecryptError:
+                        undecryptable.append(connection.id)
+                        continue
+                    connection.access_token_enc, connection.refresh_token_enc = access, refresh
                     count += 1
                 last_id = batch[-1].id
     finally:
         db.dispose()
+
+
+def _rotate(cipher: TokenCipher, value: str | None) -> str | None:
+    return cipher.rotate(value) if value else value

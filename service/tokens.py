@@ -24,6 +24,10 @@ from service.models import Connection, ConnectionStatus
 log = logging.getLogger(__name__)
 
 REFRESH_LOCK_TTL = 30.0
+NEEDS_REAUTH_REASON = (
+    "Close refused the refresh token (the app was revoked or the user removed): "
+    "re-authorization needed; reconnect to resume syncing"
+)
 
 
 class NeedsReauth(Exception):
@@ -117,6 +121,7 @@ class TokenManager:
     def _refresh_locked(
         self, connection_id: int, seen_generation: int | None
     ) -> tuple[str, datetime, int]:
+        revoked = False
         with self.db.session() as session:
             connection = self._load(session, connection_id)
             if connection.token_generation != seen_generation and self._fresh(
@@ -132,27 +137,26 @@ class TokenManager:
             try:
                 tokens = self.oauth.refresh(refresh_token)
             except OAuthFailure as exc:
-                if exc.error == "temporarily_unavailable" or exc.error.startswith("server"):
+                if exc.error != "invalid_grant":
                     metrics.TOKEN_REFRESHES.labels("unavailable").inc()
                     raise TokenRefreshUnavailable(str(exc)) from None
+                # We hold the lock and used the freshest stored token: the grant is gone.
                 metrics.TOKEN_REFRESHES.labels("failed").inc()
-                if exc.error == "invalid_grant":
-                    connection.status = ConnectionStatus.NEEDS_REAUTH
-                    connection.status_reason = (
-                        "Close refused the refresh token (the app was revoked or the user "
-                        "removed): reconnect to resume syncing"
-                    )
-                    log.warning(
-                        "grant revoked; connection needs re-authorization",
-                        extra={"connection_id": connection_id},
-                    )
-                    raise NeedsReauth(connection.status_reason) from None
-                raise TokenRefreshUnavailable(str(exc)) from None
-            store_tokens(connection, tokens, self.cipher)
-            metrics.TOKEN_REFRESHES.labels("refreshed").inc()
-            # The session commits on leaving the block: the rotated pair is durable before
-            # the new access token is handed to anyone.
-            generation = connection.token_generation
+                connection.status = ConnectionStatus.NEEDS_REAUTH
+                connection.status_reason = NEEDS_REAUTH_REASON
+                revoked = True
+            else:
+                store_tokens(connection, tokens, self.cipher)
+                metrics.TOKEN_REFRESHES.labels("refreshed").inc()
+                generation = connection.token_generation
+            # Leaving the block commits: the rotated pair (or the needs_reauth status) is
+            # durable before anyone uses the new token.
+        if revoked:
+            log.warning(
+                "grant revoked; connection needs re-authorization",
+                extra={"connection_id": connection_id},
+            )
+            raise NeedsReauth(NEEDS_REAUTH_REASON)
         return tokens.access_token, tokens.expires_at, generation
 
     def provider(self, connection_id: int) -> ConnectionTokens:

@@ -126,7 +126,8 @@ def test_key_rotation_round_trip_on_postgres(
     both = make_settings(
         DATABASE_URL=pg_url, REDIS_URL=redis_url, TOKEN_ENCRYPTION_KEYS=f"{new_key},{old_key}"
     )
-    assert rotate_all(both) >= 1
+    rotated, undecryptable = rotate_all(both)
+    assert rotated >= 1 and cid not in undecryptable
 
     after = make_settings(DATABASE_URL=pg_url, REDIS_URL=redis_url, TOKEN_ENCRYPTION_KEYS=new_key)
     svc = Services(after, enqueue=lambda *_: None)
