@@ -70,6 +70,8 @@ class Connection(Base):
     access_token_enc: Mapped[str | None] = mapped_column(Text)
     refresh_token_enc: Mapped[str | None] = mapped_column(Text)
     token_expires_at: Mapped[datetime | None] = mapped_column(TZDateTime)
+    # When to refresh ahead of expiry: the margin, capped at a quarter of the lifetime.
+    token_refresh_at: Mapped[datetime | None] = mapped_column(TZDateTime)
     token_generation: Mapped[int] = mapped_column(Integer, default=0)
 
     source_etag: Mapped[str | None] = mapped_column(String(512))

@@ -42,10 +42,19 @@ class TokenRefreshUnavailable(Exception):
     """Close's token endpoint could not be reached; try again later."""
 
 
-def store_tokens(connection: Connection, tokens: TokenSet, cipher: TokenCipher) -> None:
+def store_tokens(
+    connection: Connection,
+    tokens: TokenSet,
+    cipher: TokenCipher,
+    margin_seconds: float = 120.0,
+) -> None:
     connection.access_token_enc = cipher.encrypt(tokens.access_token)
     connection.refresh_token_enc = cipher.encrypt(tokens.refresh_token)
     connection.token_expires_at = tokens.expires_at
+    lifetime = max((tokens.expires_at - utcnow()).total_seconds(), 0.0)
+    connection.token_refresh_at = tokens.expires_at - timedelta(
+        seconds=min(margin_seconds, lifetime / 4)
+    )
     connection.token_generation = (connection.token_generation or 0) + 1
 
 
@@ -53,6 +62,7 @@ def wipe_tokens(connection: Connection) -> None:
     connection.access_token_enc = None
     connection.refresh_token_enc = None
     connection.token_expires_at = None
+    connection.token_refresh_at = None
 
 
 class TokenManager:
@@ -84,17 +94,18 @@ class TokenManager:
             raise NotConnected(f"connection {connection_id} has no tokens")
         return connection
 
-    def _fresh(self, expires_at: datetime | None) -> bool:
-        return expires_at is not None and expires_at - self.margin > utcnow()
+    @staticmethod
+    def _fresh(refresh_at: datetime | None) -> bool:
+        return refresh_at is not None and refresh_at > utcnow()
 
     def current(self, connection_id: int) -> tuple[str, datetime, int]:
         """(access token, expiry, generation), refreshed first when it is about to expire."""
         with self.db.session() as session:
             connection = self._load(session, connection_id)
-            if self._fresh(connection.token_expires_at):
+            if self._fresh(connection.token_refresh_at):
                 return (
                     self.cipher.decrypt(connection.access_token_enc or ""),
-                    connection.token_expires_at,  # type: ignore[return-value]
+                    connection.token_refresh_at,  # type: ignore[return-value]
                     connection.token_generation,
                 )
             generation = connection.token_generation
@@ -130,7 +141,7 @@ class TokenManager:
                 metrics.TOKEN_REFRESHES.labels("reused").inc()
                 return (
                     self.cipher.decrypt(connection.access_token_enc or ""),
-                    connection.token_expires_at,  # type: ignore[return-value]
+                    connection.token_refresh_at,  # type: ignore[return-value]
                     connection.token_generation,
                 )
             refresh_token = self.cipher.decrypt(connection.refresh_token_enc or "")
@@ -146,9 +157,10 @@ class TokenManager:
                 connection.status_reason = NEEDS_REAUTH_REASON
                 revoked = True
             else:
-                store_tokens(connection, tokens, self.cipher)
+                store_tokens(connection, tokens, self.cipher, self.margin.total_seconds())
                 metrics.TOKEN_REFRESHES.labels("refreshed").inc()
                 generation = connection.token_generation
+                refresh_at = connection.token_refresh_at
             # Leaving the block commits: the rotated pair (or the needs_reauth status) is
             # durable before anyone uses the new token.
         if revoked:
@@ -157,7 +169,7 @@ class TokenManager:
                 extra={"connection_id": connection_id},
             )
             raise NeedsReauth(NEEDS_REAUTH_REASON)
-        return tokens.access_token, tokens.expires_at, generation
+        return tokens.access_token, refresh_at, generation  # type: ignore[return-value]
 
     def provider(self, connection_id: int) -> ConnectionTokens:
         return ConnectionTokens(self, connection_id)

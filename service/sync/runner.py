@@ -7,8 +7,11 @@ once more, so the change that arrived mid-run is never lost and a burst never st
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
+
+from sqlalchemy import update
 
 from service.container import Services
 from service.coordination import Heartbeat
@@ -37,6 +40,21 @@ def _new_run(svc: Services, connection_id: int, trigger: str) -> int:
         session.add(run)
         session.flush()
         return run.id
+
+
+def abandon_stale_runs(svc: Services, connection_id: int) -> None:
+    """Runs left 'running' by a worker that died. Called with the lock held, when no other
+    run of this connection can really be running."""
+    with svc.db.session() as session:
+        session.execute(
+            update(SyncRun)
+            .where(SyncRun.connection_id == connection_id, SyncRun.status == RunStatus.RUNNING)
+            .values(
+                status=RunStatus.FAILED,
+                finished_at=utcnow(),
+                error="abandoned: the worker running it stopped; a later run finished the work",
+            )
+        )
 
 
 def mark_coalesced(svc: Services, run_id: int, reason: str) -> None:
@@ -76,6 +94,7 @@ def run_sync(
             raise SyncBusy(connection_id)
         try:
             with Heartbeat(coordinator, _lock_key(connection_id), token, ttl):
+                abandon_stale_runs(svc, connection_id)
                 while True:
                     # Anything that arrives from here on must cause one more run.
                     coordinator.pop_flag(f"pending:{connection_id}")
@@ -90,7 +109,8 @@ def run_sync(
                         break
                     log.info("changes arrived during the run; running once more")
         finally:
-            coordinator.release(_lock_key(connection_id), token)
+            with contextlib.suppress(Exception):  # the TTL frees it if the store is gone
+                coordinator.release(_lock_key(connection_id), token)
         # A trigger may have flagged dirty between our last check and the release: go again.
         if not coordinator.pop_flag(_dirty_key(connection_id)):
             return executed

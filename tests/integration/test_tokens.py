@@ -26,6 +26,7 @@ def expire_stored_token(svc: Services, connection_id: int) -> None:
         connection = session.get(Connection, connection_id)
         assert connection is not None
         connection.token_expires_at = utcnow() - timedelta(seconds=1)
+        connection.token_refresh_at = connection.token_expires_at
 
 
 def test_eight_concurrent_callers_cause_exactly_one_refresh(
