@@ -7,6 +7,7 @@ import secrets
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
 from service import logs
@@ -39,6 +40,8 @@ def create_app(
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.secure_cookies,
         SESSION_COOKIE_NAME="linksync_session",
+        WTF_CSRF_TIME_LIMIT=None,  # bound to the session instead of a clock
+        WTF_CSRF_SSL_STRICT=False,
         MAX_CONTENT_LENGTH=max(settings.WEBHOOK_MAX_BODY_BYTES, 64 * 1024),
         JSON_SORT_KEYS=False,
     )
@@ -56,6 +59,11 @@ def create_app(
     from service.ops import bp as ops_bp
     from service.web.admin import bp as admin_bp
     from service.web.views import bp as web_bp
+
+    csrf = CSRFProtect(app)
+    csrf.exempt(api_bp)
+    csrf.exempt(webhooks_bp)
+    csrf.exempt(ops_bp)
 
     app.register_blueprint(ops_bp)
     app.register_blueprint(api_bp)
@@ -86,6 +94,14 @@ def create_app(
     @app.errorhandler(DomainError)
     def _domain_error(exc: DomainError) -> tuple[Any, int]:
         return _error_response(exc.status, exc.code, exc.message, exc.field)
+
+    @app.errorhandler(CSRFError)
+    def _csrf_error(exc: CSRFError) -> tuple[Any, int]:
+        return _error_response(
+            400,
+            "csrf_failed",
+            "This form expired or did not come from this site. Reload the page and try again.",
+        )
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> tuple[Any, int]:

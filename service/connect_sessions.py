@@ -82,3 +82,8 @@ def resolve_connect_token(session: Session, settings: Settings, token: str) -> C
     if connect.expires_at <= utcnow():
         raise Gone("This connect link has expired. Ask for a new one from your settings page.")
     return connect
+
+
+def connect_token_for(settings: Settings, connect_session_id: str) -> str:
+    """The signed token of an existing connect session (to link back to its page)."""
+    return str(_serializer(settings).dumps(connect_session_id))

@@ -439,21 +439,29 @@ def _bind(fn: Callable[[Any], Any], arg: Any) -> Callable[[], Any]:
     return lambda: fn(arg)
 
 
-def remove_close_links(svc: Services, connection_id: int) -> int:
+def remove_close_links(svc: Services, connection_id: int, session: Session | None = None) -> int:
     """Delete every link of ours for this connection from Close (disconnect, user change).
-    Returns how many Close deleted; rows are removed as each delete is confirmed."""
+    Returns how many Close deleted. Rows are removed as each delete is confirmed: committed one
+    by one in a session of its own, or flushed into the caller's `session` (its transaction)."""
+    if session is not None:
+        return _remove_links(svc, connection_id, session, commit=False)
+    with svc.db.session() as own:
+        return _remove_links(svc, connection_id, own, commit=True)
+
+
+def _remove_links(svc: Services, connection_id: int, session: Session, *, commit: bool) -> int:
+    connection = session.get(Connection, connection_id)
+    if connection is None:
+        return 0
+    close = svc.close_for(connection)
     removed = 0
-    with svc.db.session() as session:
-        connection = session.get(Connection, connection_id)
-        if connection is None:
-            return 0
-        close = svc.close_for(connection)
-        rows = session.scalars(
-            select(SyncedLink).where(SyncedLink.connection_id == connection_id)
-        ).all()
-        for row in rows:
-            if _in_close(row) and close.delete_integration_link(row.source_id):
-                removed += 1
-            session.delete(row)
+    rows = session.scalars(select(SyncedLink).where(SyncedLink.connection_id == connection_id)).all()
+    for row in rows:
+        if _in_close(row) and close.delete_integration_link(row.source_id):
+            removed += 1
+        session.delete(row)
+        if commit:
             session.commit()  # record each confirmed delete: a failure later loses nothing
+        else:
+            session.flush()
     return removed
