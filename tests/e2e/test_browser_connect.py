@@ -1,0 +1,89 @@
+"""The org admin's whole path in real Chromium: connect, approve on the sandbox's consent
+screen, see the status view; decline once; disconnect."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.connect_sessions import create_connect_session
+from service.sync.runner import run_sync
+from tests.conftest import new_account
+from tests.e2e.conftest import LiveApp
+from tests.helpers import event_type
+
+pytestmark = pytest.mark.browser
+
+
+def connect_url(app: LiveApp, account: str) -> str:
+    with app.svc.db.session() as session:
+        _, _, url = create_connect_session(session, app.svc.settings, account)
+    return url
+
+
+def test_connect_decline_and_disconnect_in_chromium(
+    live_app: Callable[..., LiveApp], page: Any, sandbox: Any, source: Any, artifacts: Path
+) -> None:
+    app = live_app()
+    account = new_account()
+    source.store.put_all(account, [event_type(n, account) for n in range(1, 5)])
+    url = connect_url(app, account)
+
+    # Decline once: a friendly page that offers to try again.
+    page.goto(url)
+    page.click("#connect")
+    page.wait_for_selector("text=Authorize")
+    page.click("button[value=decline]")
+    page.wait_for_selector("text=Not connected")
+    assert "declined" in page.content()
+    page.click("a.button:has-text('Try again')")
+    page.wait_for_selector("#connect")
+
+    # Connect: pick an organization and approve.
+    started = time.monotonic()
+    page.click("#connect")
+    page.select_option("select[name=user_id]", "user_jane")
+    page.check("input[name=organization_id][value=orga_acme]")
+    page.click("button[value=approve]")
+    page.wait_for_selector("#status-badge")
+    round_trip = time.monotonic() - started
+    print(f"\nconnect round trip (click Connect -> status view): {round_trip * 1000:.0f} ms")
+    text = page.inner_text("main")
+    assert (
+        "Connected" in text
+        and "Jane Doe" in text
+        and "jane@acme.com" in text
+        and "Acme Inc." in text
+    )
+
+    # The first sync (run here in the foreground instead of a worker) shows up on the page.
+    with app.svc.db.session() as session:
+        from sqlalchemy import select
+
+        from service.models import Connection
+
+        cid = session.scalar(select(Connection.id).where(Connection.account_id == account))
+    assert cid is not None
+    run_sync(app.svc, cid, trigger="connect")
+    page.reload()
+    assert page.inner_text("#count-synced") == "4"
+    page.screenshot(path=str(artifacts / "status-view.png"), full_page=True)
+
+    # Disconnect: links leave Close, the page offers Connect again.
+    page.click("#disconnect")
+    page.wait_for_selector("#connect")
+    assert "Disconnected" in page.inner_text("main")
+    assert [
+        link for link in sandbox.state.links(user_id="user_jane") if link["source"] == "THIRD_PARTY"
+    ] == []
+
+
+def test_expired_link_is_a_friendly_page(live_app: Callable[..., LiveApp], page: Any) -> None:
+    app = live_app()
+    response = page.goto(f"{app.url}/connect/not-a-real-token")
+    assert response.status == 404
+    assert "This link is not valid" in page.inner_text("h1")
