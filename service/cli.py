@@ -277,3 +277,7 @@ def dev(port: int, account: str) -> None:
     from service.dev import run_dev
 
     run_dev(port=port, account=account)
+
+
+if __name__ == "__main__":
+    main()

@@ -40,11 +40,12 @@ def make_celery(settings: Settings, task_cls: type[Task] | str | None = None) ->
         task_time_limit=3600,
         task_soft_time_limit=3300,
         broker_connection_retry_on_startup=True,
-        # A task whose worker died is redelivered after this many seconds (Redis transport).
-        broker_transport_options={"visibility_timeout": 300},
         worker_hijack_root_logger=False,
         timezone="UTC",
     )
+    if settings.REDIS_URL:
+        # A task whose worker died is redelivered after this many seconds.
+        app.conf.broker_transport_options = {"visibility_timeout": 300}
     return app
 
 
