@@ -60,6 +60,13 @@ def run_dev(*, port: int, account: str) -> None:
     python = sys.executable
     procs: list[subprocess.Popen[bytes]] = []
 
+    def _stop(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # Ctrl-C (SIGINT) and SIGTERM both stop everything cleanly.
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+
     def spawn(*args: str) -> None:
         procs.append(subprocess.Popen([python, *args], env=env))  # noqa: S603
 

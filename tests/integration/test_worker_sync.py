@@ -149,3 +149,29 @@ def test_worker_killed_mid_sync_then_a_new_worker_converges_exactly(
             select(func.count()).select_from(SyncRun).where(SyncRun.connection_id == cid)
         )
         assert counted is not None and counted >= 2
+
+
+def test_embedded_default_worker_consumes_the_sqlite_broker(
+    make_settings: Callable[..., Settings],
+    start_worker: Callable[..., WorkerProcess],
+    sandbox: Any,
+    source: Any,
+) -> None:
+    """No Redis, no PostgreSQL: SQLite for data, kombu's SQLAlchemy transport for the queue,
+    and the database for locks, with a worker in another process."""
+    from service import migrate
+
+    settings = make_settings()  # SQLite, REDIS_URL unset
+    migrate.upgrade(settings.database_url)
+    svc = Services(settings, enqueue=celery_enqueue(settings))
+    account = new_account()
+    source.store.put_all(account, [event_type(n, account) for n in range(1, 4)])
+    cid = connect_directly(svc, sandbox, account)
+    start_worker(settings)
+    with svc.db.session() as session:
+        connection = session.get(Connection, cid)
+        assert connection is not None
+        request_sync(session, svc, connection, "connect")
+    wait_until(lambda: len(our_links(sandbox)) == 3, timeout=20)
+    wait_until(lambda: runs(svc, cid)[-1].status == "succeeded", timeout=10)
+    assert (settings.INSTANCE_PATH / "broker.sqlite").exists()
