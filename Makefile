@@ -25,7 +25,7 @@ test: $(STAMP) ## Run the whole test suite (needs PostgreSQL, Redis and Chromium
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	$(VENV)/bin/pytest
+	CHAOS_FAULT_SECONDS=8 $(VENV)/bin/pytest
 
 test-fast: $(STAMP) ## Unit tests only
 	$(VENV)/bin/pytest tests/unit -q
@@ -39,8 +39,8 @@ typecheck: $(STAMP) ## mypy on service/ and workers/
 bench: $(STAMP) ## Run the benchmark suite (prints a table, writes bench/results/*.json)
 	$(PY) -m bench.run
 
-chaos: $(STAMP) ## Run the chaos suite (faults, kills, restarts) and the fuzzers
-	$(VENV)/bin/pytest tests/chaos tests/fuzz -v
+chaos: $(STAMP) ## Run the chaos suite (2-minute fault windows) and the fuzzers
+	CHAOS_FAULT_SECONDS=120 $(VENV)/bin/pytest tests/chaos tests/fuzz -v
 
 audit: $(STAMP) ## Audit the installed dependencies for known vulnerabilities
 	$(VENV)/bin/pip-audit --skip-editable --progress-spinner off

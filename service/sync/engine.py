@@ -455,7 +455,9 @@ def _remove_links(svc: Services, connection_id: int, session: Session, *, commit
         return 0
     close = svc.close_for(connection)
     removed = 0
-    rows = session.scalars(select(SyncedLink).where(SyncedLink.connection_id == connection_id)).all()
+    rows = session.scalars(
+        select(SyncedLink).where(SyncedLink.connection_id == connection_id)
+    ).all()
     for row in rows:
         if _in_close(row) and close.delete_integration_link(row.source_id):
             removed += 1

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from service.api.signatures import sign
 from sqlalchemy import func, select
 
+from service.api.signatures import sign
 from service.app import create_app
 from service.container import Services
 from service.models import Connection, SyncRun
