@@ -104,9 +104,17 @@ def create_app(
         )
 
     @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException) -> tuple[Any, int]:
+    def _http_error(exc: HTTPException) -> Any:
         code = (exc.name or "error").lower().replace(" ", "_")
-        return _error_response(exc.code or 500, code, exc.description or exc.name or "error")
+        body, status = _error_response(
+            exc.code or 500, code, exc.description or exc.name or "error"
+        )
+        response = app.make_response((body, status))
+        # Keep the exception's own headers (e.g. Allow on 405, as RFC 9110 requires).
+        for name, value in exc.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Any, int]:

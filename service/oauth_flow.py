@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import secrets
 from datetime import timedelta
 
@@ -34,6 +35,7 @@ from service.tokens import NeedsReauth, NotConnected, TokenRefreshUnavailable, s
 log = logging.getLogger(__name__)
 
 STATE_TTL = timedelta(minutes=10)
+STATE_FORMAT = re.compile(r"[A-Za-z0-9_-]{16,128}")  # what secrets.token_urlsafe makes
 
 
 class ConsentDeclined(DomainError):
@@ -67,7 +69,11 @@ def check_state(
         raise ValidationFailed(
             "This sign-in link is incomplete (no state). Start again from the connect page."
         )
-    pending = session.get(OAuthState, state, with_for_update=True)
+    pending = (
+        session.get(OAuthState, state, with_for_update=True)
+        if STATE_FORMAT.fullmatch(state)
+        else None
+    )
     if (
         pending is None
         or not browser_binding

@@ -15,7 +15,10 @@ class Strict(BaseModel):
 class ConnectSessionIn(Strict):
     account_id: str = Field(min_length=1, max_length=255, description="The integrator's id")
     return_url: str | None = Field(
-        default=None, max_length=2048, description="Where to send the admin afterwards"
+        default=None,
+        max_length=2048,
+        description="Where to send the admin afterwards; its origin must be allowed",
+        json_schema_extra={"format": "uri"},
     )
 
 
