@@ -141,6 +141,20 @@ def keys_rotate() -> None:
         )
 
 
+@main.group()
+def operator() -> None:
+    """Operator console credentials."""
+
+
+@operator.command("hash-password")
+@click.password_option(help="The operator's password (asked twice when omitted).")
+def operator_hash_password(password: str) -> None:
+    """Print a hash for OPERATOR_PASSWORD_HASH."""
+    from service.operators import hash_password
+
+    click.echo(hash_password(password))
+
+
 # Servers -------------------------------------------------------------------------------
 
 
