@@ -8,6 +8,7 @@ retried or repeated call never duplicates a link.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -19,7 +20,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from service import metrics
+from service import logs, metrics
 from service.close.client import CloseClient, CloseError, CloseValidationError
 from service.container import Services
 from service.db import utcnow
@@ -82,6 +83,7 @@ class SyncEngine:
             connection = session.get(Connection, connection_id)
             if run is None or connection is None:
                 raise LookupError(f"run {run_id} or connection {connection_id} not found")
+            logs.bind(connection_id=connection.id, account_id=connection.account_id, run_id=run.id)
             run.status = RunStatus.RUNNING
             run.started_at = utcnow()
             session.commit()
@@ -271,7 +273,8 @@ class SyncEngine:
 
             def submit_next() -> None:
                 for kind, sid, call in queue:
-                    pending[pool.submit(call)] = (kind, sid)
+                    # Each call carries the run's log context (request/task/connection ids).
+                    pending[pool.submit(contextvars.copy_context().run, call)] = (kind, sid)
                     return
 
             for _ in range(concurrency):
