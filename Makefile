@@ -5,15 +5,15 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint typecheck bench chaos fuzz audit compose-check clean
+.PHONY: help install run test test-fast lint typecheck bench chaos audit lock compose-check clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -e ".[dev]" -c requirements.lock
 	@touch $(STAMP)
 
 install: $(STAMP) ## Create the venv and install the package with dev tools
@@ -42,8 +42,12 @@ bench: $(STAMP) ## Run the benchmark suite (prints a table, writes bench/results
 chaos: $(STAMP) ## Run the chaos suite (2-minute fault windows) and the fuzzers
 	CHAOS_FAULT_SECONDS=120 $(VENV)/bin/pytest tests/chaos tests/fuzz -v
 
-audit: $(STAMP) ## Audit the installed dependencies for known vulnerabilities
-	$(VENV)/bin/pip-audit --skip-editable --progress-spinner off
+audit: $(STAMP) ## Audit the locked dependencies for known vulnerabilities (pip-audit)
+	$(VENV)/bin/pip-audit --requirement requirements.lock --no-deps --disable-pip --progress-spinner off
+
+lock: $(STAMP) ## Refresh requirements.lock from the current venv
+	@(echo "# Pinned versions the test suite last passed with (pip freeze); installs use it as constraints."; \
+	  echo "# Refresh: make lock"; $(PIP) freeze --exclude-editable | grep -v "^-e") > requirements.lock
 
 compose-check: ## Validate docker-compose.yml (with .env.example standing in for a missing .env)
 	@if [ -f .env ]; then docker-compose config -q; \
