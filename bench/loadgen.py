@@ -28,6 +28,7 @@ def main() -> None:
     interval = 1.0 / float(rate)
     local = threading.local()
     latencies: list[float] = []
+    server: list[float] = []
     statuses: dict[str, int] = {}
     sent_ids: list[str] = []
     lock = threading.Lock()
@@ -53,19 +54,26 @@ def main() -> None:
             "X-LinkSync-Signature": f"t={t},v1={sign(WEBHOOK_SECRET, t, body)}",
         }
         started = time.perf_counter()
+        app_ms = None
         try:
-            status = str(session().post(url, data=body, headers=headers, timeout=10).status_code)
+            response = session().post(url, data=body, headers=headers, timeout=10)
+            status = str(response.status_code)
+            timing = response.headers.get("Server-Timing", "")
+            if "dur=" in timing:
+                app_ms = float(timing.split("dur=")[1].split(";")[0].split(",")[0])
         except requests.RequestException as exc:
             status = type(exc).__name__
         elapsed = time.perf_counter() - started
         with lock:
             latencies.append(elapsed)
+            if app_ms is not None:
+                server.append(app_ms)
             statuses[status] = statuses.get(status, 0) + 1
             if status == "202":
                 sent_ids.append(event_id)
 
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=64) as pool:
+    with ThreadPoolExecutor(max_workers=24) as pool:
         for n in range(total):
             delay = start + n * interval - time.perf_counter()
             if delay > 0:
@@ -76,6 +84,7 @@ def main() -> None:
         json.dump(
             {
                 "latencies": latencies,
+                "server_ms": server,
                 "statuses": statuses,
                 "accepted": len(sent_ids),
                 "duration": duration,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from service.sync.scheduler import due_connections
 from workers.celery_app import celery_enqueue
 
 RESULTS = ROOT / "bench" / "results"
+WEB_WORKERS = int(os.environ.get("BENCH_WEB_WORKERS", "2"))  # gunicorn processes
 
 
 def pct(values: list[float], q: float) -> float:
@@ -265,7 +267,7 @@ def webhook_ingest(quick: bool) -> dict[str, Any]:
     with stack(latency_ms=0, rate_per_token=1000) as s:
         accounts = [f"hook-{i}" for i in range(200)]
         s.create_connections([(a, f"u_{a}", "o_hooks") for a in accounts])
-        url = s.start_web(workers=2) + "/webhooks/source"
+        url = s.start_web(workers=WEB_WORKERS) + "/webhooks/source"
         accounts_file = s.workdir / "accounts.json"
         accounts_file.write_text(json.dumps(accounts))
         out = s.workdir / "loadgen.json"
@@ -289,6 +291,7 @@ def webhook_ingest(quick: bool) -> dict[str, Any]:
         with s.db.session() as session:
             stored = int(session.scalar(text("SELECT count(*) FROM webhook_deliveries")) or 0)
     latencies = [x * 1000 for x in result["latencies"]]
+    server = result.get("server_ms", [])
     errors = sum(n for status, n in result["statuses"].items() if status != "202")
     # Baseline: the same endpoint's work with nothing to compare against is not meaningful; the
     # naive comparison is a synchronous handler that syncs before answering (not measured here).
@@ -299,6 +302,8 @@ def webhook_ingest(quick: bool) -> dict[str, Any]:
             "sent": len(latencies),
             "p50_ms": round(pct(latencies, 50), 2),
             "p99_ms": round(p99, 2),
+            "server_p50_ms": round(pct(server, 50), 2),
+            "server_p99_ms": round(pct(server, 99), 2),
             "errors": errors,
             "accepted": result["accepted"],
             "stored": stored,
@@ -306,7 +311,7 @@ def webhook_ingest(quick: bool) -> dict[str, Any]:
         },
         "baseline": None,
         "ratio": None,
-        "target": "p99 < 25 ms, 0 errors, nothing lost",
+        "target": "p99 < 25 ms, 0 errors, nothing lost (client-observed; server_* is time in the app)",
         "pass": p99 < 25 and errors == 0 and result["accepted"] == stored,
     }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, render_template, request
@@ -78,11 +79,17 @@ def create_app(
     def _bind_request() -> None:
         logs.clear()
         g.request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
+        g.started = time.perf_counter()
         logs.bind(request_id=g.request_id, path=request.path)
 
     @app.after_request
     def _headers(response: Response) -> Response:
         response.headers.setdefault("X-Request-Id", g.get("request_id", ""))
+        if "started" in g:
+            # Time spent in the app, for clients and load tests (W3C Server-Timing).
+            response.headers["Server-Timing"] = (
+                f"app;dur={(time.perf_counter() - g.started) * 1000:.2f}"
+            )
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
