@@ -130,3 +130,33 @@ def test_doctor_passes_on_a_healthy_setup_and_fails_loudly(
     )
     assert failed.returncode == 1
     assert "FAIL  database" in failed.stdout and "FAIL  source" in failed.stdout
+
+
+def test_cli_sync_runs_in_the_foreground_and_prints_counts(
+    make_settings: Callable[..., Settings], sandbox: Any, source: Any
+) -> None:
+    settings = make_settings()
+    migrate.upgrade(settings.database_url)
+    svc = Services(settings, enqueue=RecordingEnqueue())
+    account = new_account()
+    source.store.put_all(account, [event_type(n, account) for n in range(1, 4)])
+    connect_directly(svc, sandbox, account)
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", "sync", account],
+        cwd=ROOT,
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "succeeded - created 3, updated 0, deleted 0, unchanged 0, failed 0" in done.stdout
+    missing = subprocess.run(
+        [sys.executable, "-m", "service.cli", "sync", "no-such-account"],
+        cwd=ROOT,
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 1 and "no connection" in missing.stderr
