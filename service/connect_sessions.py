@@ -22,10 +22,12 @@ def validate_account_id(account_id: object, field: str = "account_id") -> str:
         raise ValidationFailed(f"{field} must be a non-empty string", field=field)
     if len(account_id) > ACCOUNT_ID_MAX:
         raise ValidationFailed(f"{field} must be at most {ACCOUNT_ID_MAX} characters", field=field)
-    if any(ord(ch) < 32 or ch in "/\\" for ch in account_id):
+    if any(ord(ch) < 32 or ch in "/\\\x7f" for ch in account_id):
         raise ValidationFailed(
             f"{field} must not contain control characters or slashes", field=field
         )
+    if account_id in (".", ".."):  # a dot segment would climb out of the source's URL path
+        raise ValidationFailed(f"{field} must not be '.' or '..'", field=field)
     return account_id
 
 

@@ -1,25 +1,102 @@
-"""Request and response bodies of the integrator API; the OpenAPI document is built from them."""
+"""Request, query and response bodies of the integrator API and the webhook. The views parse
+with these models and serialize through them, and the OpenAPI document is built from them, so
+the document cannot drift from what the code accepts and answers."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from service.connect_sessions import ACCOUNT_ID_MAX, validate_account_id
+from service.errors import ValidationFailed
+
+# What validate_account_id accepts, for the document (ECMA-262 regex, as JSON Schema uses):
+# not blank, not "." or "..", no slashes, no control characters.
+ACCOUNT_ID_PATTERN = r"^(?!\s*$)(?!\.{1,2}$)[^/\\\x00-\x1f\x7f]+$"
+ACCOUNT_ID_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": ACCOUNT_ID_MAX,
+    "pattern": ACCOUNT_ID_PATTERN,
+    "description": "The integrator's id of a user or an org",
+}
+RUN_ID_MAX = 2**31 - 1  # sync_runs.id is a 32-bit integer on PostgreSQL
+LINK_ID_DIGITS = 18  # a cursor is a link id; 18 digits stay inside every backend's integer
+
+
+def _account_id(value: str) -> str:
+    try:
+        return validate_account_id(value)
+    except ValidationFailed as exc:
+        raise ValueError(exc.message.removeprefix("account_id ")) from None
+
+
+AccountId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=ACCOUNT_ID_MAX,
+        description="The integrator's id of a user or an org",
+        json_schema_extra={"pattern": ACCOUNT_ID_PATTERN},
+    ),
+    AfterValidator(_account_id),
+]
 
 
 class Strict(BaseModel):
+    """Request bodies: unknown fields and wrong types are refused, never coerced."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+class Query(BaseModel):
+    """Query strings: every value arrives as text, so numbers are parsed (lax), but unknown
+    parameters are refused (a typo such as ?keep_link=true must not delete links)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# Requests -------------------------------------------------------------------------------
+
+
 class ConnectSessionIn(Strict):
-    account_id: str = Field(min_length=1, max_length=255, description="The integrator's id")
+    account_id: AccountId
     return_url: str | None = Field(
         default=None,
         max_length=2048,
         description="Where to send the admin afterwards; its origin must be allowed",
         json_schema_extra={"format": "uri"},
     )
+
+
+class LinksQuery(Query):
+    limit: int = Field(default=100, ge=1, le=500, description="Links per page")
+    cursor: str = Field(
+        default="0",
+        pattern=rf"^[0-9]{{1,{LINK_ID_DIGITS}}}$",
+        description="next_cursor of the previous page",
+    )
+
+
+class DisconnectQuery(Query):
+    keep_links: Literal["true", "false", "1", "0"] = Field(
+        default="false", description="true leaves our links in Close"
+    )
+
+
+class WebhookIn(BaseModel):
+    """Extra fields are ignored (not refused): the integrator may add fields to its events."""
+
+    model_config = ConfigDict(strict=True)
+
+    id: str = Field(min_length=1, max_length=255, description="Unique event id (de-duplicated)")
+    type: Literal["event_types.changed"]
+    account_id: AccountId
+
+
+# Responses ------------------------------------------------------------------------------
 
 
 class ConnectSessionOut(BaseModel):
@@ -78,7 +155,7 @@ class LinkOut(BaseModel):
 
 class LinkPage(BaseModel):
     data: list[LinkOut]
-    next_cursor: str | None
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null at end")
 
 
 class SyncQueued(BaseModel):
@@ -113,6 +190,19 @@ class SyncRunOut(BaseModel):
     error: str | None
 
 
+class WebhookOut(BaseModel):
+    status: Literal["accepted", "duplicate"]
+
+
+class OpenAPIDocument(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    openapi: str
+    info: dict[str, Any]
+    paths: dict[str, Any]
+    components: dict[str, Any]
+
+
 class ErrorDetail(BaseModel):
     code: str
     message: str
@@ -121,13 +211,3 @@ class ErrorDetail(BaseModel):
 
 class ErrorOut(BaseModel):
     error: ErrorDetail
-
-
-class WebhookIn(BaseModel):
-    id: str = Field(min_length=1, max_length=255)
-    type: Literal["event_types.changed"]
-    account_id: str = Field(min_length=1, max_length=255)
-
-
-class WebhookOut(BaseModel):
-    status: Literal["accepted", "duplicate"]

@@ -24,6 +24,8 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 
 
 def parse_signature_header(value: str | None) -> tuple[int, list[str]]:
+    """The timestamp and the v1= signatures (lower-case hex) of a signature header. Entries
+    with other keys (a future v2=) are ignored; anything malformed raises SignatureError."""
     if not value:
         raise SignatureError("missing X-LinkSync-Signature header")
     if len(value) > MAX_HEADER:
@@ -35,6 +37,8 @@ def parse_signature_header(value: str | None) -> tuple[int, list[str]]:
         if not sep:
             raise SignatureError("X-LinkSync-Signature must be t=<unix seconds>,v1=<hex>")
         if key == "t":
+            if timestamp is not None:
+                raise SignatureError("X-LinkSync-Signature has more than one t= timestamp")
             if not item.isascii() or not item.isdigit() or len(item) > 12:
                 raise SignatureError("t= must be a unix timestamp in seconds")
             timestamp = int(item)
@@ -56,7 +60,8 @@ def verify(
     now: float,
     tolerance: int = TOLERANCE_SECONDS,
 ) -> int:
-    """Return the timestamp when the header signs this body within the tolerance."""
+    """Return the header's timestamp when one of its signatures signs this body and the
+    timestamp is within `tolerance` seconds of `now` (either direction); else SignatureError."""
     timestamp, signatures = parse_signature_header(header)
     if abs(now - timestamp) > tolerance:
         raise SignatureError("timestamp is more than 5 minutes away from our clock")

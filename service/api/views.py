@@ -1,43 +1,140 @@
 """The integrator API (/api/v1). Views parse, call one service function, serialize.
 
-Every route is declared with `@route(...)`, which also records it for the OpenAPI document
-(service/api/openapi.py), so the document cannot drift from the code.
+Every route is declared with `@route(...)`, which registers it on the blueprint AND records it
+in OPERATIONS, from which service/api/openapi.py builds /api/v1/openapi.json; `@document(...)`
+records an operation served elsewhere (the webhook). The same pydantic models parse the
+requests, serialize the answers and describe both in the document, so it cannot drift.
+
+    @route("GET", "/accounts/{account_id}/links", summary="...", query=LinksQuery,
+           responses={200: LinkPage})
+    def list_links(account_id: str, query: LinksQuery) -> LinkPage: ...
+
+The wrapper checks the API key, validates path identifiers, parses `query` and `body` models
+(400 naming the field), calls the view and serializes the model it returns with the status
+declared for that model. Standard error answers (401, 400, 404, 413, 415) are documented from
+what the route declares; add others with `errors=(409, ...)`.
 """
 
 from __future__ import annotations
 
+import functools
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, request
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import func, select
+from pydantic_core import ErrorDetails
 
-from service.api import openapi
+from service.api import openapi, queries
+from service.api.openapi import Operation, Parameter
 from service.api.schemas import (
+    ACCOUNT_ID_SCHEMA,
+    RUN_ID_MAX,
     CloseOrganization,
     CloseUser,
     ConnectionOut,
     ConnectSessionIn,
     ConnectSessionOut,
+    DisconnectQuery,
     LastSync,
     LinkCounts,
     LinkOut,
     LinkPage,
+    LinksQuery,
+    OpenAPIDocument,
+    RunCounts,
+    RunProgress,
     SyncQueued,
     SyncRunOut,
 )
 from service.connect_sessions import create_connect_session, validate_account_id
 from service.connections import disconnect, get_connection
-from service.errors import Conflict, NotFound, Unauthorized, UnsupportedMediaType, ValidationFailed
+from service.errors import Conflict, Unauthorized, UnsupportedMediaType, ValidationFailed
 from service.extensions import db_session, services
-from service.models import Connection, ConnectionStatus, SyncedLink, SyncRun, Trigger
+from service.models import Connection, ConnectionStatus, SyncedLink, Trigger
 from service.sync.triggers import request_sync
 
-bp = Blueprint("api_views", __name__, url_prefix="/api/v1")
+PREFIX = "/api/v1"
+bp = Blueprint("api_views", __name__, url_prefix=PREFIX)
 
-MAX_LINK_PAGE = 500
+OPERATIONS: list[Operation] = []
+
+# Path parameters: the Flask converter that matches them and their documented schema. An
+# integer out of range does not match, so it is a JSON 404 like any unknown path.
+PATH_PARAMS: dict[str, tuple[str, dict[str, Any]]] = {
+    "account_id": ("string", ACCOUNT_ID_SCHEMA),
+    "run_id": (
+        f"int(min=1, max={RUN_ID_MAX})",
+        {"type": "integer", "minimum": 1, "maximum": RUN_ID_MAX},
+    ),
+}
+
+View = Callable[..., Any]
+
+
+def _path_params(path: str) -> tuple[list[str], str]:
+    """The parameter names of an OpenAPI path template, and the Flask rule for it."""
+    names: list[str] = []
+    rule = path
+    for name, (converter, _schema) in PATH_PARAMS.items():
+        if "{" + name + "}" in path:
+            names.append(name)
+            rule = rule.replace("{" + name + "}", f"<{converter}:{name}>")
+    if "{" in rule:
+        raise ValueError(f"{path}: declare its path parameters in PATH_PARAMS")
+    return names, rule
+
+
+def document(
+    method: str,
+    path: str,
+    *,
+    summary: str,
+    responses: dict[int, type[BaseModel]],
+    errors: Iterable[int] = (),
+    body: type[BaseModel] | None = None,
+    query: type[BaseModel] | None = None,
+    headers: Iterable[Parameter] = (),
+    auth: bool = True,
+    description: str | None = None,
+) -> Callable[[View], View]:
+    """Record an operation for the OpenAPI document (without routing it)."""
+
+    def decorate(view: View) -> View:
+        names, _rule = _path_params(path)
+        statuses: dict[int, type[BaseModel] | None] = dict(responses)
+        implied = [401] if auth else []
+        if body is not None:
+            implied += [400, 413, 415]
+        if query is not None or "account_id" in names:
+            implied.append(400)
+        if names:
+            implied.append(404)
+        for status in (*implied, *errors):
+            statuses.setdefault(status, None)
+        parameters = (
+            *(Parameter(n, "path", PATH_PARAMS[n][1]) for n in names),
+            *(openapi.query_parameters(query) if query is not None else ()),
+            *headers,
+        )
+        OPERATIONS.append(
+            Operation(
+                method=method.lower(),
+                path=path,
+                operation_id=view.__name__,
+                summary=summary,
+                responses=statuses,
+                body=body,
+                parameters=parameters,
+                auth=auth,
+                description=description,
+                tags=("webhooks",) if not path.startswith(PREFIX) else ("integrator API",),
+            )
+        )
+        return view
+
+    return decorate
 
 
 def route(
@@ -45,74 +142,129 @@ def route(
     path: str,
     *,
     summary: str,
-    responses: dict[int, type[BaseModel] | None],
+    responses: dict[int, type[BaseModel]],
+    errors: Iterable[int] = (),
     body: type[BaseModel] | None = None,
-    query: list[dict[str, Any]] | None = None,
+    query: type[BaseModel] | None = None,
     auth: bool = True,
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
-        openapi.register(
-            openapi.Operation(
-                method=method.lower(),
-                path="/api/v1" + path,
-                summary=summary,
-                responses=responses,
-                body=body,
-                query=query or [],
-                auth=auth,
-                operation_id=view.__name__,
-            )
-        )
-        flask_path = path.replace("{account_id}", "<account_id>").replace(
-            "{run_id}", "<int:run_id>"
-        )
+    description: str | None = None,
+) -> Callable[[View], View]:
+    """Route `path` (relative to /api/v1) on the blueprint and document it."""
+    status_of = {model: status for status, model in responses.items()}
 
-        def guarded(**kwargs: Any) -> Any:
+    def decorate(view: View) -> View:
+        document(
+            method,
+            PREFIX + path,
+            summary=summary,
+            responses=responses,
+            errors=errors,
+            body=body,
+            query=query,
+            auth=auth,
+            description=description,
+        )(view)
+        _names, rule = _path_params(path)
+
+        def endpoint(**path_args: Any) -> Response:
             if auth:
-                _authenticate()
+                authenticate()
+            kwargs = dict(path_args)
             if "account_id" in kwargs:
                 kwargs["account_id"] = validate_account_id(kwargs["account_id"])
-            return view(**kwargs)
+            if query is not None:
+                kwargs["query"] = parse_query(query)
+            if body is not None:
+                kwargs["body"] = parse_body(body)
+            result = view(**kwargs)
+            if isinstance(result, Response):
+                return result
+            status = status_of.get(type(result))
+            if status is None:  # a view answering something its route does not document
+                raise TypeError(f"{view.__name__} returned an undeclared {type(result).__name__}")
+            return json_response(result, status)
 
-        guarded.__name__ = view.__name__
-        bp.add_url_rule(flask_path, view_func=guarded, methods=[method])
+        endpoint.__name__ = view.__name__
+        endpoint.__doc__ = view.__doc__
+        bp.add_url_rule(rule, view_func=endpoint, methods=[method])
         return view
 
     return decorate
 
 
-def _authenticate() -> None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, key = header.partition(" ")
-    if scheme.lower() != "bearer" or not key:
+# Parsing and serializing -----------------------------------------------------------------
+
+
+def authenticate() -> None:
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
         raise Unauthorized("send the API key as 'Authorization: Bearer <key>'")
-    if not any(hmac.compare_digest(key.encode(), k.encode()) for k in services().settings.API_KEYS):
+    presented = key.strip().encode()
+    # Compare with every key (no early exit), each in constant time.
+    matched = False
+    for known in services().settings.API_KEYS:
+        matched |= hmac.compare_digest(presented, known.encode())
+    if not matched:
         raise Unauthorized("unknown API key")
 
 
-def _parse(model: type[BaseModel]) -> Any:
+def parse_body(model: type[BaseModel]) -> Any:
     if request.mimetype != "application/json":
         raise UnsupportedMediaType("Content-Type must be application/json")
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise ValidationFailed("body must be a JSON object")
+    raw = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH: 413 before reading it
     try:
-        return model.model_validate(data)
+        return model.model_validate_json(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or None
-        message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
-        raise ValidationFailed(f"{field}: {message}" if field else message, field=field) from None
+        raise validation_failed(exc) from None
 
 
-def _json(model: BaseModel, status: int = 200) -> tuple[Response, int]:
-    return Response(model.model_dump_json(), status=status, mimetype="application/json"), status
+def parse_query(model: type[BaseModel]) -> Any:
+    for name in request.args:
+        if len(request.args.getlist(name)) > 1:
+            raise ValidationFailed(f"{name}: give it at most once", field=name)
+    try:
+        return model.model_validate(request.args.to_dict())
+    except ValidationError as exc:
+        raise validation_failed(exc, unknown="unknown parameter") from None
+
+
+def validation_failed(exc: ValidationError, *, unknown: str = "unknown field") -> ValidationFailed:
+    """One 400 naming the first offending field, with every problem in the message."""
+    errors = exc.errors(include_url=False, include_input=False)
+    parts = []
+    for error in errors[:5]:
+        where = ".".join(str(part) for part in error["loc"])
+        text = _error_text(error, unknown)
+        parts.append(f"{where}: {text}" if where else text)
+    first = ".".join(str(part) for part in errors[0]["loc"]) if errors else ""
+    return ValidationFailed("; ".join(parts) or "invalid request", field=first or None)
+
+
+def _error_text(error: ErrorDetails, unknown: str) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return unknown
+    if kind == "missing":
+        return "is required"
+    if kind == "json_invalid":
+        return "body is not valid JSON"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return "body must be a JSON object"
+    if kind == "value_error":
+        return str(error.get("ctx", {}).get("error", error["msg"]))
+    return error["msg"]
+
+
+def json_response(model: BaseModel, status: int = 200) -> Response:
+    response = Response(model.model_dump_json(), status=status, mimetype="application/json")
+    response.headers["Cache-Control"] = "no-store"  # connect tokens, account data
+    return response
 
 
 def connection_out(connection: Connection, counts: dict[str, int]) -> ConnectionOut:
     return ConnectionOut(
         account_id=connection.account_id,
-        status=connection.status,  # type: ignore[arg-type]
+        status=ConnectionStatus(connection.status).value,
         status_reason=connection.status_reason,
         close_user=CloseUser(
             id=connection.close_user_id,
@@ -142,13 +294,19 @@ def connection_out(connection: Connection, counts: dict[str, int]) -> Connection
     )
 
 
-def link_counts(connection_id: int) -> dict[str, int]:
-    rows = db_session().execute(
-        select(SyncedLink.state, func.count())
-        .where(SyncedLink.connection_id == connection_id)
-        .group_by(SyncedLink.state)
+def link_out(link: SyncedLink) -> LinkOut:
+    return LinkOut(
+        source_id=link.source_id,
+        name=link.name,
+        url=link.url,
+        state=link.state,  # type: ignore[arg-type]  # a LinkState value
+        close_link_id=link.close_link_id,
+        last_error=link.last_error,
+        last_synced_at=link.last_synced_at,
     )
-    return {state: count for state, count in rows}
+
+
+# Routes ---------------------------------------------------------------------------------
 
 
 @route(
@@ -156,155 +314,130 @@ def link_counts(connection_id: int) -> dict[str, int]:
     "/connect-sessions",
     summary="Create a connect session: a short-lived link for one account's admin",
     body=ConnectSessionIn,
-    responses={201: ConnectSessionOut, 400: None, 401: None, 415: None},
+    responses={201: ConnectSessionOut},
 )
-def create_session() -> tuple[Response, int]:
-    body = _parse(ConnectSessionIn)
+def create_session(body: ConnectSessionIn) -> ConnectSessionOut:
     session = db_session()
     connect, token, url = create_connect_session(
         session, services().settings, body.account_id, body.return_url
     )
     session.commit()
-    return _json(
-        ConnectSessionOut(token=token, connect_url=url, expires_at=connect.expires_at), 201
-    )
+    return ConnectSessionOut(token=token, connect_url=url, expires_at=connect.expires_at)
 
 
 @route(
     "GET",
     "/accounts/{account_id}/connection",
     summary="Connection status, Close user and organization, link counts, last sync",
-    responses={200: ConnectionOut, 400: None, 401: None, 404: None},
+    responses={200: ConnectionOut},
 )
-def get_status(account_id: str) -> tuple[Response, int]:
-    connection = get_connection(db_session(), account_id)
-    return _json(connection_out(connection, link_counts(connection.id)))
+def get_status(account_id: str) -> ConnectionOut:
+    session = db_session()
+    connection = get_connection(session, account_id)
+    return connection_out(connection, queries.link_counts(session, connection.id))
 
 
 @route(
     "GET",
     "/accounts/{account_id}/links",
-    summary="The account's synced links with their state and last error",
-    responses={200: LinkPage, 400: None, 401: None, 404: None},
-    query=[
-        {"name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LINK_PAGE}},
-        {"name": "cursor", "schema": {"type": "string", "maxLength": 32}},
-    ],
+    summary="The account's synced links with their state and last error, in pages",
+    query=LinksQuery,
+    responses={200: LinkPage},
 )
-def list_links(account_id: str) -> tuple[Response, int]:
+def list_links(account_id: str, query: LinksQuery) -> LinkPage:
     session = db_session()
     connection = get_connection(session, account_id)
-    limit = _int_arg("limit", 100, 1, MAX_LINK_PAGE)
-    after = _int_arg("cursor", 0, 0, 2**62)
-    rows = session.scalars(
-        select(SyncedLink)
-        .where(SyncedLink.connection_id == connection.id, SyncedLink.id > after)
-        .order_by(SyncedLink.id)
-        .limit(limit + 1)
-    ).all()
-    page = [
-        LinkOut(
-            source_id=row.source_id,
-            name=row.name,
-            url=row.url,
-            state=row.state,  # type: ignore[arg-type]
-            close_link_id=row.close_link_id,
-            last_error=row.last_error,
-            last_synced_at=row.last_synced_at,
-        )
-        for row in rows[:limit]
-    ]
-    cursor = str(rows[limit - 1].id) if len(rows) > limit else None
-    return _json(LinkPage(data=page, next_cursor=cursor))
+    rows, next_id = queries.links_page(
+        session, connection.id, after_id=int(query.cursor), limit=query.limit
+    )
+    return LinkPage(
+        data=[link_out(row) for row in rows],
+        next_cursor=str(next_id) if next_id is not None else None,
+    )
 
 
 @route(
     "POST",
     "/accounts/{account_id}/sync",
-    summary="Trigger a resync now",
-    responses={202: SyncQueued, 400: None, 401: None, 404: None, 409: None},
+    summary="Queue a resync now; poll the run with GET /api/v1/sync-runs/{id}",
+    responses={202: SyncQueued},
+    errors=(409,),
 )
-def trigger_sync(account_id: str) -> tuple[Response, int]:
+def trigger_sync(account_id: str) -> SyncQueued:
     session = db_session()
     connection = get_connection(session, account_id)
     if connection.status != ConnectionStatus.ACTIVE:
-        raise Conflict(f"connection is {connection.status}; it cannot sync")
+        raise Conflict(f"the connection is {connection.status}, not active; it cannot sync")
     run = request_sync(session, services(), connection, Trigger.MANUAL)
     session.commit()  # the enqueue fires after this commit
-    return _json(SyncQueued(run_id=run.id, status="queued"), 202)
+    return SyncQueued(run_id=run.id, status="queued")
 
 
 @route(
     "GET",
     "/sync-runs/{run_id}",
-    summary="One sync run: trigger, timing, counts, error",
-    responses={200: SyncRunOut, 401: None, 404: None},
+    summary="One sync run: trigger, timing, counts, progress, error",
+    responses={200: SyncRunOut},
 )
-def get_run(run_id: int) -> tuple[Response, int]:
-    session = db_session()
-    row = session.execute(
-        select(SyncRun, Connection.account_id)
-        .join(Connection, Connection.id == SyncRun.connection_id)
-        .where(SyncRun.id == run_id)
-    ).first()
-    if row is None:
-        raise NotFound(f"no sync run {run_id}")
-    run, account_id = row
+def get_run(run_id: int) -> SyncRunOut:
+    run, account_id = queries.sync_run(db_session(), run_id)
     duration = (
         (run.finished_at - run.started_at).total_seconds()
         if run.finished_at and run.started_at
         else None
     )
-    return _json(
-        SyncRunOut(
-            id=run.id,
-            account_id=account_id,
-            trigger=run.trigger,
-            status=run.status,  # type: ignore[arg-type]
-            queued_at=run.queued_at,
-            started_at=run.started_at,
-            finished_at=run.finished_at,
-            duration_seconds=duration,
-            counts={  # type: ignore[arg-type]
-                "created": run.created,
-                "updated": run.updated,
-                "deleted": run.deleted,
-                "unchanged": run.unchanged,
-                "failed": run.failed,
-            },
-            progress={"done": run.progress_done, "total": run.progress_total},  # type: ignore[arg-type]
-            error=run.error,
-        )
+    return SyncRunOut(
+        id=run.id,
+        account_id=account_id,
+        trigger=run.trigger,
+        status=run.status,  # type: ignore[arg-type]  # a RunStatus value
+        queued_at=run.queued_at,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        duration_seconds=duration,
+        counts=RunCounts(
+            created=run.created,
+            updated=run.updated,
+            deleted=run.deleted,
+            unchanged=run.unchanged,
+            failed=run.failed,
+        ),
+        progress=RunProgress(done=run.progress_done, total=run.progress_total),
+        error=run.error,
     )
 
 
 @route(
     "DELETE",
     "/accounts/{account_id}/connection",
-    summary="Disconnect: remove our links from Close (unless keep_links=true), revoke, wipe tokens",
-    responses={200: ConnectionOut, 400: None, 401: None, 404: None, 409: None, 503: None},
-    query=[
-        {"name": "keep_links", "schema": {"type": "string", "enum": ["true", "false", "1", "0"]}}
-    ],
+    summary="Disconnect: remove our links from Close (unless keep_links), revoke, wipe tokens",
+    description="Idempotent. The connection stays as a record with status disconnected.",
+    query=DisconnectQuery,
+    responses={200: ConnectionOut},
+    errors=(409, 503),
 )
-def delete_connection(account_id: str) -> tuple[Response, int]:
-    raw = request.args.get("keep_links", "false").lower()
-    if raw not in ("true", "false", "1", "0"):
-        raise ValidationFailed("keep_links must be true or false", field="keep_links")
-    connection_id = get_connection(db_session(), account_id).id
-    connection = disconnect(services(), connection_id, keep_links=raw in ("true", "1"))
-    return _json(connection_out(connection, link_counts(connection.id)))
+def delete_connection(account_id: str, query: DisconnectQuery) -> ConnectionOut:
+    session = db_session()
+    connection_id = get_connection(session, account_id).id
+    # Calling Close can take a while: hold no transaction or pooled connection meanwhile.
+    session.close()
+    connection = disconnect(services(), connection_id, keep_links=query.keep_links in ("true", "1"))
+    return connection_out(connection, queries.link_counts(session, connection.id))
 
 
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise ValidationFailed(f"{name} must be an integer from {low} to {high}", field=name)
-    return int(raw)
-
-
-@bp.get("/openapi.json")
+@route(
+    "GET",
+    "/openapi.json",
+    summary="This document (OpenAPI 3.1), generated from the code",
+    responses={200: OpenAPIDocument},
+    auth=False,
+)
 def openapi_document() -> Response:
-    return jsonify(openapi.document())
+    return Response(_document_json(), mimetype="application/json")
+
+
+@functools.cache
+def _document_json() -> str:
+    import service.api.webhooks  # noqa: F401 - registers the webhook operation
+
+    return OpenAPIDocument.model_validate(openapi.build(OPERATIONS)).model_dump_json()

@@ -1,160 +1,230 @@
 """POST /webhooks/source: signed event-type change notifications from the integrator.
 
-Order matters: size and content type, then the signature (before any parsing or database
-work), then the body, then de-duplication by event id, then the flood limit, then a coalesced
-enqueue after the delivery row is committed. Answers 202 at once; the sync runs in a worker.
+Order matters, cheapest and least trusting first: size and content type (before reading the
+body), the signature (before parsing JSON or touching the database), the body, the per-account
+flood limit, the connection, de-duplication by event id (insert, unique constraint), and only
+after the delivery row is committed a coalesced enqueue. Answers 202 at once; a worker syncs.
+A rejected delivery enqueues nothing and stores nothing.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import threading
 import time
-from typing import Any
+from typing import Literal
 
 from flask import Blueprint, Response, jsonify, request
-from sqlalchemy import select
+from pydantic import ValidationError
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from service import metrics
-from service.api.signatures import SignatureError, verify
-from service.connect_sessions import validate_account_id
+from service.api.openapi import Parameter
+from service.api.schemas import WebhookIn, WebhookOut
+from service.api.signatures import MAX_HEADER, SignatureError, verify
+from service.api.views import document, json_response, validation_failed
+from service.container import Services
 from service.errors import (
     Conflict,
+    DomainError,
     NotFound,
     PayloadTooLarge,
     TooManyRequests,
     Unauthorized,
     UnsupportedMediaType,
+    UpstreamUnavailable,
     ValidationFailed,
 )
 from service.extensions import db_session, services
 from service.models import Connection, ConnectionStatus, Trigger, WebhookDelivery
 from service.sync.triggers import request_coalesced_sync
 
+log = logging.getLogger(__name__)
+
 bp = Blueprint("api_webhooks", __name__)
 
+SIGNATURE_HEADER = "X-LinkSync-Signature"
 SUPPORTED_TYPES = ("event_types.changed",)
+WINDOW_SECONDS = 60
+
+# Outcome label of linksync_webhook_deliveries_total for each way a delivery is refused.
+OUTCOMES: dict[type[DomainError], str] = {
+    PayloadTooLarge: "too_large",
+    UnsupportedMediaType: "unsupported_media_type",
+    Unauthorized: "unauthorized",
+    ValidationFailed: "bad_request",
+    TooManyRequests: "rate_limited",
+    NotFound: "unknown_account",
+    Conflict: "inactive",
+    UpstreamUnavailable: "enqueue_failed",
+}
 
 
-class _LocalWindow:
-    """Per-account fixed-window counter inside one process (no Redis configured)."""
+class RateLimited(TooManyRequests):
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
-    def __init__(self) -> None:
+
+class FixedWindowCounter:
+    """Per-key fixed-window counter inside one process (the embedded default, no Redis)."""
+
+    def __init__(self, max_keys: int = 10_000) -> None:
         self._lock = threading.Lock()
-        self._counts: dict[tuple[str, int], int] = {}
+        self._window = -1
+        self._counts: dict[str, int] = {}
+        self._max_keys = max_keys
 
     def hit(self, key: str, window: int) -> int:
         with self._lock:
-            slot = (key, window)
-            self._counts[slot] = self._counts.get(slot, 0) + 1
-            if len(self._counts) > 10_000:
-                self._counts = {k: v for k, v in self._counts.items() if k[1] >= window}
-            return self._counts[slot]
+            if window != self._window:  # a new minute: forget the last one
+                self._window, self._counts = window, {}
+            if key not in self._counts and len(self._counts) >= self._max_keys:
+                return 1  # bounded memory under a flood of distinct keys; Redis is exact
+            self._counts[key] = self._counts.get(key, 0) + 1
+            return self._counts[key]
 
 
-_local_window = _LocalWindow()
+_local_counter = FixedWindowCounter()
 
 
-def _over_limit(account_id: str) -> int | None:
-    """Seconds to wait when this account sent more webhooks this minute than allowed."""
-    svc = services()
-    limit = svc.settings.WEBHOOK_RATE_LIMIT_PER_MINUTE
-    now = time.time()
-    window = int(now // 60)
-    key = f"webhook-rate:{account_id}:{window}"
+def check_rate(svc: Services, account_id: str, now: float) -> None:
+    """Raise RateLimited when this account sent more than WEBHOOK_RATE_LIMIT_PER_MINUTE
+    webhooks in the current minute."""
+    window = int(now // WINDOW_SECONDS)
     if svc.redis is not None:
-        pipe = svc.redis.pipeline()
-        pipe.incr("linksync:" + key)
-        pipe.expire("linksync:" + key, 120)
-        count = int(pipe.execute()[0])
+        key = f"linksync:webhook-rate:{account_id}:{window}"
+        try:
+            pipe = svc.redis.pipeline()
+            pipe.incr(key)
+            pipe.expire(key, 2 * WINDOW_SECONDS)
+            count = int(pipe.execute()[0])
+        except Exception:
+            # Fail open: the limit protects us from floods, it is not correctness; a Redis
+            # outage surfaces anyway when the sync is enqueued.
+            log.warning("webhook rate counter unavailable; not limiting", exc_info=True)
+            return
     else:
-        count = _local_window.hit(account_id, window)
-    if count > limit:
-        return max(1, int(60 - now % 60))
-    return None
-
-
-def parse_event(raw: bytes) -> dict[str, str]:
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ValidationFailed("body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise ValidationFailed("body must be a JSON object")
-    event_id = body.get("id")
-    if not isinstance(event_id, str) or not 1 <= len(event_id) <= 255:
-        raise ValidationFailed("id must be a string of 1 to 255 characters", field="id")
-    event_type = body.get("type")
-    if event_type not in SUPPORTED_TYPES:
-        raise ValidationFailed(f"type must be one of: {', '.join(SUPPORTED_TYPES)}", field="type")
-    account_id = validate_account_id(body.get("account_id"))
-    return {"id": event_id, "type": str(event_type), "account_id": account_id}
-
-
-def _fail(outcome: str, error: Exception) -> Exception:
-    metrics.WEBHOOKS.labels(outcome).inc()
-    return error
-
-
-@bp.post("/webhooks/source")
-def receive() -> tuple[Response, int]:
-    svc = services()
-    settings = svc.settings
-    limit = settings.WEBHOOK_MAX_BODY_BYTES
-    if request.content_length is not None and request.content_length > limit:
-        raise _fail("too_large", PayloadTooLarge(f"body larger than {limit} bytes"))
-    raw = request.stream.read(limit + 1)
-    if len(raw) > limit:
-        raise _fail("too_large", PayloadTooLarge(f"body larger than {limit} bytes"))
-    if request.mimetype != "application/json":
-        raise _fail("bad_request", UnsupportedMediaType("Content-Type must be application/json"))
-    try:
-        verify(
-            settings.WEBHOOK_SECRET or "",
-            request.headers.get("X-LinkSync-Signature"),
-            raw,
-            time.time(),
+        count = _local_counter.hit(account_id, window)
+    if count > svc.settings.WEBHOOK_RATE_LIMIT_PER_MINUTE:
+        retry_after = max(1, int(WINDOW_SECONDS - now % WINDOW_SECONDS))
+        raise RateLimited(
+            f"more than {svc.settings.WEBHOOK_RATE_LIMIT_PER_MINUTE} webhooks a minute for "
+            "this account; retry later",
+            retry_after=retry_after,
         )
-    except SignatureError as exc:
-        raise _fail("unauthorized", Unauthorized(str(exc))) from None
+
+
+def parse_event(raw: bytes) -> WebhookIn:
     try:
-        event = parse_event(raw)
-    except ValidationFailed as exc:
-        raise _fail("bad_request", exc) from None
+        return WebhookIn.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["loc"] == ("type",) and first["type"] == "literal_error":
+            raise ValidationFailed(
+                f"type: unsupported event type; supported: {', '.join(SUPPORTED_TYPES)}",
+                field="type",
+            ) from None
+        raise validation_failed(exc) from None
+
+
+def read_body(limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"body larger than {limit} bytes")
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType("Content-Type must be application/json")
+    # Read at most one byte past the limit, whatever Content-Length says (or if it is absent).
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = request.stream.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise PayloadTooLarge(f"body larger than {limit} bytes")
+    return b"".join(chunks)
+
+
+def ingest(svc: Services) -> Literal["accepted", "duplicate"]:
+    """Accept one delivery; return "accepted" or "duplicate", or raise a DomainError."""
+    settings = svc.settings
+    raw = read_body(settings.WEBHOOK_MAX_BODY_BYTES)
+    if not settings.WEBHOOK_SECRET:  # fail closed: an empty secret would sign for anyone
+        raise Unauthorized("webhooks are not configured here (WEBHOOK_SECRET is unset)")
+    now = time.time()
+    try:
+        verify(settings.WEBHOOK_SECRET, request.headers.get(SIGNATURE_HEADER), raw, now)
+    except SignatureError as exc:
+        raise Unauthorized(str(exc)) from None
+    event = parse_event(raw)
+    check_rate(svc, event.account_id, now)
 
     session = db_session()
-    connection = session.scalar(
-        select(Connection).where(Connection.account_id == event["account_id"])
-    )
+    connection = session.scalar(select(Connection).where(Connection.account_id == event.account_id))
     if connection is None:
-        raise _fail(
-            "unknown_account", NotFound(f"no connection for account {event['account_id']!r}")
-        )
-    wait = _over_limit(event["account_id"])
-    if wait is not None:
-        metrics.WEBHOOKS.labels("rate_limited").inc()
-        error = TooManyRequests("too many webhooks for this account; slow down")
-        response, status = _error_json(error)
-        response.headers["Retry-After"] = str(wait)
-        return response, status
+        raise NotFound(f"no connection for account {event.account_id!r}")
     if connection.status != ConnectionStatus.ACTIVE:
-        raise _fail("inactive", Conflict(f"connection is {connection.status}; nothing to sync"))
+        raise Conflict(f"the connection is {connection.status}, not active; nothing to sync")
     session.add(
-        WebhookDelivery(
-            event_id=event["id"], account_id=event["account_id"], event_type=event["type"]
-        )
+        WebhookDelivery(event_id=event.id, account_id=event.account_id, event_type=event.type)
     )
     try:
         session.commit()
-    except IntegrityError:
+    except IntegrityError:  # this event id was delivered before
         session.rollback()
-        metrics.WEBHOOKS.labels("duplicate").inc()
-        return jsonify(status="duplicate"), 202
-    request_coalesced_sync(svc, connection.id, Trigger.WEBHOOK)
-    metrics.WEBHOOKS.labels("accepted").inc()
-    return jsonify(status="accepted"), 202
+        return "duplicate"
+    try:
+        request_coalesced_sync(svc, connection.id, Trigger.WEBHOOK)
+    except Exception:
+        # Forget the delivery so the integrator's retry of this id is not taken for a duplicate.
+        log.exception("could not enqueue a webhook-triggered sync")
+        session.execute(delete(WebhookDelivery).where(WebhookDelivery.event_id == event.id))
+        session.commit()
+        raise UpstreamUnavailable(
+            "the resync could not be queued; deliver the event again"
+        ) from None
+    return "accepted"
 
 
-def _error_json(error: Any) -> tuple[Response, int]:
-    return jsonify({"error": {"code": error.code, "message": error.message}}), error.status
+@document(
+    "POST",
+    "/webhooks/source",
+    summary="Event types changed for an account: resync it in the background",
+    description=(
+        f'Signed: `{SIGNATURE_HEADER}: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>"'
+        " with WEBHOOK_SECRET>`; several v1= entries may be sent while rotating the secret. "
+        "A timestamp more than 5 minutes away is refused. A repeated id answers "
+        '{"status": "duplicate"} and does nothing. Unknown fields in the body are ignored.'
+    ),
+    body=WebhookIn,
+    responses={202: WebhookOut},
+    errors=(401, 404, 409, 429, 503),
+    headers=(
+        Parameter(
+            SIGNATURE_HEADER,
+            "header",
+            {"type": "string", "maxLength": MAX_HEADER},
+            description='t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">',
+        ),
+    ),
+    auth=False,
+)
+@bp.post("/webhooks/source")
+def receive_webhook() -> Response:
+    try:
+        status = ingest(services())
+    except DomainError as exc:
+        outcome = next((OUTCOMES[c] for c in type(exc).__mro__ if c in OUTCOMES), exc.code)
+        metrics.WEBHOOKS.labels(outcome).inc()
+        raise
+    metrics.WEBHOOKS.labels(status).inc()
+    return json_response(WebhookOut(status=status), 202)
+
+
+@bp.errorhandler(RateLimited)
+def _rate_limited(exc: RateLimited) -> tuple[Response, int, dict[str, str]]:
+    body = jsonify({"error": {"code": exc.code, "message": exc.message}})
+    return body, exc.status, {"Retry-After": str(exc.retry_after)}

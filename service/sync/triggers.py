@@ -43,5 +43,10 @@ def request_coalesced_sync(svc: Services, connection_id: int, trigger: Trigger |
     if not svc.coordinator.set_flag(f"pending:{connection_id}", PENDING_TTL_SECONDS):
         return False
     assert svc.enqueue is not None
-    svc.enqueue(connection_id, str(trigger), None)
+    try:
+        svc.enqueue(connection_id, str(trigger), None)
+    except BaseException:
+        # Nothing is waiting after all: clear the flag, or the next triggers would be dropped.
+        svc.coordinator.pop_flag(f"pending:{connection_id}")
+        raise
     return True
