@@ -1,62 +1,92 @@
-"""Operator credentials for the console: a hashed password from settings, and a login throttle
-shared by every web process (Redis when configured, the coordination table otherwise)."""
+"""Operator credentials for the console at /admin: a scrypt password hash from settings, and a
+login throttle shared by every web process.
+
+The throttle keeps one short-lived slot per attempt in the coordinator (Redis when configured,
+the coordination table otherwise), so every gunicorn worker sees the same count and claiming a
+slot is atomic: parallel guesses cannot slip past the limit. A slot is claimed *before* the
+password is checked and expires on its own after the window, which makes the window slide.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
-import time
+from dataclasses import dataclass
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from service.container import Services
+from service.coordination import Coordinator
+from service.settings import Settings
 
 MAX_FAILURES = 5
 WINDOW_SECONDS = 15 * 60
-# Checked when the username is unknown, so that costs as much as a wrong password.
-_DUMMY_HASH = generate_password_hash("not-a-real-password", method="scrypt")
 
 
 def hash_password(password: str) -> str:
+    """The value for OPERATOR_PASSWORD_HASH (`linksync operator hash-password` prints it)."""
     return generate_password_hash(password, method="scrypt")
 
 
-def verify_operator(svc: Services, username: str, password: str) -> bool:
-    settings = svc.settings
-    expected_user = settings.OPERATOR_USERNAME or ""
-    stored = settings.OPERATOR_PASSWORD_HASH or _DUMMY_HASH
-    user_ok = hmac.compare_digest(username.encode(), expected_user.encode())
-    password_ok = check_password_hash(stored, password)
-    return bool(expected_user) and user_ok and password_ok
+def verify_password(password_hash: str, password: str) -> bool:
+    """Constant-time check of `password` against a werkzeug hash; a malformed hash never matches."""
+    if not password_hash:
+        return False
+    try:
+        return check_password_hash(password_hash, password)
+    except (ValueError, TypeError):
+        return False
 
 
-def console_enabled(svc: Services) -> bool:
-    return bool(svc.settings.OPERATOR_USERNAME and svc.settings.OPERATOR_PASSWORD_HASH)
+def console_enabled(settings: Settings) -> bool:
+    return bool(settings.OPERATOR_USERNAME and settings.OPERATOR_PASSWORD_HASH)
 
 
-def _key(username: str, client: str) -> str:
-    window = int(time.time() // WINDOW_SECONDS)
-    return f"login-failures:{username[:64]}:{client[:64]}:{window}"
+def authenticate(settings: Settings, username: str, password: str) -> bool:
+    """Whether these are the operator's credentials. The password is always checked against the
+    configured hash, so an unknown username costs exactly as much as a wrong password."""
+    expected = settings.OPERATOR_USERNAME or ""
+    user_ok = hmac.compare_digest(username.encode(), expected.encode())
+    password_ok = verify_password(settings.OPERATOR_PASSWORD_HASH or "", password)
+    return bool(expected) and user_ok and password_ok
 
 
-def failures(svc: Services, username: str, client: str) -> int:
-    key = _key(username, client)
-    if svc.redis is not None:
-        return int(svc.redis.get("linksync:" + key) or 0)  # type: ignore[arg-type]
-    return sum(1 for n in range(MAX_FAILURES + 1) if svc.coordinator.has_flag(f"{key}:{n}"))
+def credentials_fingerprint(settings: Settings) -> str:
+    """Stored in the operator's session: changing the username or password signs everyone out."""
+    material = f"{settings.OPERATOR_USERNAME}\0{settings.OPERATOR_PASSWORD_HASH}".encode()
+    return hashlib.sha256(material).hexdigest()[:16]
 
 
-def record_failure(svc: Services, username: str, client: str) -> None:
-    key = _key(username, client)
-    if svc.redis is not None:
-        pipe = svc.redis.pipeline()
-        pipe.incr("linksync:" + key)
-        pipe.expire("linksync:" + key, WINDOW_SECONDS * 2)
-        pipe.execute()
-        return
-    for n in range(MAX_FAILURES + 1):
-        if svc.coordinator.set_flag(f"{key}:{n}", WINDOW_SECONDS * 2):
-            return
+@dataclass(frozen=True)
+class Attempt:
+    key: str
+    slot: int
 
 
-def throttled(svc: Services, username: str, client: str) -> bool:
-    return failures(svc, username, client) >= MAX_FAILURES
+class LoginThrottle:
+    """At most `limit` failed sign-ins per (username, client address) in any `window` seconds."""
+
+    def __init__(
+        self, coordinator: Coordinator, *, limit: int = MAX_FAILURES, window: int = WINDOW_SECONDS
+    ) -> None:
+        self.coordinator = coordinator
+        self.limit = limit
+        self.window = window
+
+    @staticmethod
+    def _key(username: str, client: str) -> str:
+        # Hashed: usernames are attacker-chosen text, and the store needs no copy of them.
+        digest = hashlib.sha256(f"{username}\0{client}".encode()).hexdigest()[:32]
+        return f"operator-login:{digest}"
+
+    def begin(self, username: str, client: str) -> Attempt | None:
+        """Claim a slot for one password check; None when the limit is reached (throttled)."""
+        key = self._key(username, client)
+        for slot in range(self.limit):
+            if self.coordinator.set_flag(f"{key}:{slot}", self.window):
+                return Attempt(key, slot)
+        return None
+
+    def succeeded(self, attempt: Attempt) -> None:
+        """The password was right: forget this pair's earlier failures."""
+        for slot in range(self.limit):
+            self.coordinator.pop_flag(f"{attempt.key}:{slot}")
