@@ -27,8 +27,8 @@ test: $(STAMP) ## Run the whole test suite (needs PostgreSQL, Redis and Chromium
 	$(VENV)/bin/mypy
 	CHAOS_FAULT_SECONDS=8 $(VENV)/bin/pytest
 
-test-fast: $(STAMP) ## Unit tests only
-	$(VENV)/bin/pytest tests/unit -q
+test-fast: $(STAMP) ## Unit tests only (pure logic, no services)
+	$(VENV)/bin/pytest -q -m unit
 
 lint: $(STAMP) ## Ruff lint and format check
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

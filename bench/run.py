@@ -24,12 +24,12 @@ from sqlalchemy import event, text, update
 
 from bench.naive import naive_sync
 from bench.stack import ROOT, Stack, stack
-from service.container import Services
-from service.crypto import TokenCipher
-from service.models import Connection
-from service.sources.demo import generated_event_types
+from service.demo_source.app import generated_event_types
+from service.infra.crypto import TokenCipher
+from service.infra.models import Connection
+from service.jobs import celery_enqueue
+from service.services import Services
 from service.sync.scheduler import due_connections
-from workers.celery_app import celery_enqueue
 
 RESULTS = ROOT / "bench" / "results"
 WEB_WORKERS = int(os.environ.get("BENCH_WEB_WORKERS", "2"))  # gunicorn processes

@@ -24,10 +24,10 @@ import requests
 from cryptography.fernet import Fernet
 from sqlalchemy import insert, select, text
 
-from service import migrate
-from service.crypto import TokenCipher
-from service.db import Database, utcnow
-from service.models import Connection, ConnectionStatus, SyncRun
+from service.infra import migrate
+from service.infra.crypto import TokenCipher
+from service.infra.db import Database, utcnow
+from service.infra.models import Connection, ConnectionStatus, SyncRun
 from service.settings import SANDBOX_CLIENT_ID, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent

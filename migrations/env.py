@@ -1,12 +1,12 @@
-"""Alembic environment: the URL comes from the caller (service.migrate) or DATABASE_URL."""
+"""Alembic environment: the URL comes from the caller (service.infra.migrate) or DATABASE_URL."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from service import models  # noqa: F401 - registers the tables on Base.metadata
-from service.db import Base
+from service.infra import models  # noqa: F401 - registers the tables on Base.metadata
+from service.infra.db import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -5,21 +5,20 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from typing import Any
 
-from flask import Flask, Response, g, jsonify, render_template, request
+from flask import Flask, Response, g, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
-from service import logs
-from service.container import Enqueue, Services
 from service.errors import DomainError
-from service.extensions import close_db_session
+from service.infra import logs
+from service.jobs import Enqueue, celery_enqueue
+from service.services import Services
 from service.settings import Settings, load_settings
+from service.web.context import close_db_session
+from service.web.errors import error_response, http_error_response
 
 log = logging.getLogger(__name__)
-
-JSON_PREFIXES = ("/api/", "/webhooks/", "/healthz", "/readyz", "/metrics", "/_")
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -50,15 +49,14 @@ def create_app(
     if enqueue is not None:
         svc.enqueue = enqueue
     if svc.enqueue is None:
-        from workers.celery_app import celery_enqueue
-
         svc.enqueue = celery_enqueue(settings)
     app.extensions["linksync"] = svc
 
-    from service.api.views import bp as api_bp
+    from service.api import document  # noqa: F401 - registers GET /api/v1/openapi.json
+    from service.api.routing import bp as api_bp
     from service.api.webhooks import bp as webhooks_bp
-    from service.ops import bp as ops_bp
-    from service.web.admin import bp as admin_bp
+    from service.web.admin.pages import bp as admin_bp
+    from service.web.ops import bp as ops_bp
     from service.web.views import bp as web_bp
 
     csrf = CSRFProtect(app)
@@ -99,54 +97,27 @@ def create_app(
         return response
 
     @app.errorhandler(DomainError)
-    def _domain_error(exc: DomainError) -> tuple[Any, int]:
-        return _error_response(exc.status, exc.code, exc.message, exc.field)
+    def _domain_error(exc: DomainError) -> Response:
+        return error_response(exc.status, exc.code, exc.message, field=exc.field)
 
     @app.errorhandler(CSRFError)
-    def _csrf_error(exc: CSRFError) -> tuple[Any, int]:
-        return _error_response(
+    def _csrf_error(exc: CSRFError) -> Response:
+        return error_response(
             400,
             "csrf_failed",
             "This form expired or did not come from this site. Reload the page and try again.",
         )
 
     @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException) -> Any:
-        code = (exc.name or "error").lower().replace(" ", "_")
-        body, status = _error_response(
-            exc.code or 500, code, exc.description or exc.name or "error"
-        )
-        response = app.make_response((body, status))
-        # Keep the exception's own headers (e.g. Allow on 405, as RFC 9110 requires).
-        for name, value in exc.get_headers():
-            if name.lower() != "content-type":
-                response.headers[name] = value
-        return response
+    def _http_error(exc: HTTPException) -> Response:
+        return http_error_response(exc)
 
     @app.errorhandler(Exception)
-    def _unexpected(exc: Exception) -> tuple[Any, int]:
+    def _unexpected(exc: Exception) -> Response:
         log.exception("unhandled error")
-        return _error_response(500, "internal_error", "Something went wrong on our side.")
+        return error_response(500, "internal_error", "Something went wrong on our side.")
 
     return app
-
-
-def _wants_json() -> bool:
-    return (
-        request.path.startswith(JSON_PREFIXES)
-        or request.accept_mimetypes.best == "application/json"
-    )
-
-
-def _error_response(
-    status: int, code: str, message: str, field: str | None = None
-) -> tuple[Any, int]:
-    if _wants_json():
-        body: dict[str, Any] = {"error": {"code": code, "message": message}}
-        if field:
-            body["error"]["field"] = field
-        return jsonify(body), status
-    return render_template("error.html", status=status, message=message, code=code), status
 
 
 def _origin(url: str) -> str:

@@ -38,7 +38,7 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True)
 def db_upgrade(revision: str) -> None:
     """Apply migrations up to REVISION."""
-    from service import migrate
+    from service.infra import migrate
 
     settings = _settings()
     migrate.upgrade(settings.database_url, revision)
@@ -49,7 +49,7 @@ def db_upgrade(revision: str) -> None:
 @click.argument("revision")
 def db_downgrade(revision: str) -> None:
     """Revert migrations down to REVISION (e.g. base)."""
-    from service import migrate
+    from service.infra import migrate
 
     migrate.downgrade(_settings().database_url, revision)
     click.echo(f"database at {revision}")
@@ -63,10 +63,10 @@ def db_downgrade(revision: str) -> None:
 @click.option("--reconcile", is_flag=True, help="Also list Close's links and repair drift.")
 def sync(account_id: str, reconcile: bool) -> None:
     """Sync ACCOUNT_ID now, in the foreground, with progress."""
-    from service.connections import get_connection
-    from service.container import Services
+    from service.connections.queries import get_connection
     from service.errors import DomainError
-    from service.models import SyncRun
+    from service.infra.models import SyncRun
+    from service.services import Services
     from service.sync.runner import SyncBusy, run_sync
 
     settings = _settings()
@@ -129,7 +129,7 @@ def keys_generate() -> None:
 @keys.command("rotate")
 def keys_rotate() -> None:
     """Re-encrypt every stored token with the first key; older keys can then be dropped."""
-    from service.keys import rotate_all
+    from service.connections.key_rotation import rotate_all
 
     count, undecryptable = rotate_all(_settings())
     click.echo(f"re-encrypted the tokens of {count} connection(s) with the newest key")
@@ -150,7 +150,7 @@ def operator() -> None:
 @click.password_option(help="The operator's password (asked twice when omitted).")
 def operator_hash_password(password: str) -> None:
     """Print a hash for OPERATOR_PASSWORD_HASH."""
-    from service.operators import hash_password
+    from service.web.admin.auth import hash_password
 
     click.echo(hash_password(password))
 
@@ -180,7 +180,7 @@ def sandbox(host: str, port: int, token_ttl: float, rate_limit: float) -> None:
 @click.option("--data", type=click.Path(path_type=Path), default=None)
 def demo_source(host: str, port: int, data: Path | None) -> None:
     """Run the built-in demo event-type source."""
-    from service.sources.demo_server import run_demo_source
+    from service.demo_source.server import run_demo_source
 
     settings = _settings()
     path = data or settings.INSTANCE_PATH / "demo-source.json"
@@ -189,23 +189,22 @@ def demo_source(host: str, port: int, data: Path | None) -> None:
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=5000, show_default=True, type=int)
-@click.option("--workers", default=2, show_default=True, type=int)
-def web(host: str, port: int, workers: int) -> None:
-    """Run the web app under gunicorn (production)."""
+@click.option("--bind", default=None, help="host:port (default: GUNICORN_BIND or 0.0.0.0:5000).")
+@click.option("--workers", default=None, type=int, help="Processes (default: GUNICORN_WORKERS).")
+def web(bind: str | None, workers: int | None) -> None:
+    """Run the web app under gunicorn with service/gunicorn_conf.py (as compose does)."""
+    if bind:
+        os.environ["GUNICORN_BIND"] = bind
+    if workers:
+        os.environ["GUNICORN_WORKERS"] = str(workers)
     os.execvp(  # noqa: S606
         sys.executable,
         [
             sys.executable,
             "-m",
             "gunicorn",
-            "--bind",
-            f"{host}:{port}",
-            "--workers",
-            str(workers),
-            "--access-logfile",
-            "-",
+            "-c",
+            "python:service.gunicorn_conf",
             "service.wsgi:app",
         ],
     )

@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 import requests
 
-from service import migrate
+from service.infra import migrate
 from service.settings import Settings, load_settings
 
 SANDBOX_PORT = 8100

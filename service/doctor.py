@@ -7,8 +7,8 @@ from email.utils import parsedate_to_datetime
 import requests
 from sqlalchemy import text
 
-from service import migrate
-from service.db import Database, utcnow
+from service.infra import migrate
+from service.infra.db import Database, utcnow
 from service.settings import SettingsError, load_settings
 
 Check = tuple[str, bool, str]

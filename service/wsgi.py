@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from service.app import create_app
-from service.logs import configure_logging
+from service.infra.logs import configure_logging
 from service.settings import load_settings
 
 settings = load_settings()

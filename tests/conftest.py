@@ -23,8 +23,8 @@ import pytest
 import redis as redis_lib
 from cryptography.fernet import Fernet
 
-from service import migrate
-from service.container import Services
+from service.infra import migrate
+from service.services import Services
 from service.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,8 +96,8 @@ def sandbox(sandbox_server: Any) -> Any:
 
 @pytest.fixture(scope="session")
 def source_server() -> Iterator[Any]:
-    from service.sources.demo import DemoSourceStore
-    from service.sources.demo_server import DemoSourceServer
+    from service.demo_source.app import DemoSourceStore
+    from service.demo_source.server import DemoSourceServer
 
     store = DemoSourceStore(None)
     store.auto_create = False
@@ -183,6 +183,25 @@ def services(backend_settings: Settings, enqueued: RecordingEnqueue) -> Iterator
     svc = Services(backend_settings, enqueue=enqueued)
     yield svc
     svc.close()
+
+
+@pytest.fixture
+def connected_account(
+    services: Services, sandbox: Any, source: Any
+) -> Callable[..., tuple[str, int]]:
+    """A fresh account whose source holds `items` (or `count` plain event types), connected to
+    the sandbox as Jane: returns (account id, connection id). The engine tests' common start."""
+    from tests.helpers import connect_directly, event_type
+
+    def make(count: int = 3, items: list[dict[str, Any]] | None = None) -> tuple[str, int]:
+        account = new_account()
+        source.store.put_all(
+            account,
+            items if items is not None else [event_type(n, account) for n in range(1, count + 1)],
+        )
+        return account, connect_directly(services, sandbox, account)
+
+    return make
 
 
 def new_account() -> str:

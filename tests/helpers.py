@@ -6,11 +6,11 @@ from datetime import timedelta
 from typing import Any
 
 from service.close.oauth import TokenSet
-from service.container import Services
-from service.db import utcnow
-from service.models import Connection, ConnectionStatus
+from service.close.tokens import store_tokens
+from service.infra.db import utcnow
+from service.infra.models import Connection, ConnectionStatus
+from service.services import Services
 from service.settings import SANDBOX_CLIENT_ID
-from service.tokens import store_tokens
 
 INTEGRATION_WRITE = (
     "POST /scheduling_link/integration/",

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.jobs import TASK_CLEANUP, TASK_TICK
 from service.settings import Settings
-
-TASK_TICK = "linksync.schedule_due_syncs"
-TASK_CLEANUP = "linksync.cleanup"
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from service.connect_sessions import ACCOUNT_ID_MAX, validate_account_id
+from service.connections.sessions import ACCOUNT_ID_MAX, validate_account_id
 from service.errors import ValidationFailed
 
 # What validate_account_id accepts, for the document (ECMA-262 regex, as JSON Schema uses):

@@ -16,15 +16,14 @@ from typing import Literal
 
 from flask import Blueprint, Response, jsonify, request
 from pydantic import ValidationError
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
-from service import metrics
 from service.api.openapi import Parameter
+from service.api.routing import document, json_response, validation_failed
 from service.api.schemas import WebhookIn, WebhookOut
 from service.api.signatures import MAX_HEADER, SignatureError, verify
-from service.api.views import document, json_response, validation_failed
-from service.container import Services
+from service.connections.queries import get_connection
 from service.errors import (
     Conflict,
     DomainError,
@@ -36,9 +35,11 @@ from service.errors import (
     UpstreamUnavailable,
     ValidationFailed,
 )
-from service.extensions import db_session, services
-from service.models import Connection, ConnectionStatus, Trigger, WebhookDelivery
-from service.sync.triggers import request_coalesced_sync
+from service.infra import locks, metrics
+from service.infra.models import Trigger, WebhookDelivery
+from service.services import Services
+from service.sync.triggers import request_coalesced_sync, require_syncable
+from service.web.context import db_session, services
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def check_rate(svc: Services, account_id: str, now: float) -> None:
     webhooks in the current minute."""
     window = int(now // WINDOW_SECONDS)
     if svc.redis is not None:
-        key = f"linksync:webhook-rate:{account_id}:{window}"
+        key = locks.webhook_rate_key(account_id, window)
         try:
             pipe = svc.redis.pipeline()
             pipe.incr(key)
@@ -163,11 +164,8 @@ def ingest(svc: Services) -> Literal["accepted", "duplicate"]:
     check_rate(svc, event.account_id, now)
 
     session = db_session()
-    connection = session.scalar(select(Connection).where(Connection.account_id == event.account_id))
-    if connection is None:
-        raise NotFound(f"no connection for account {event.account_id!r}")
-    if connection.status != ConnectionStatus.ACTIVE:
-        raise Conflict(f"the connection is {connection.status}, not active; nothing to sync")
+    connection = get_connection(session, event.account_id)
+    require_syncable(connection)
     session.add(
         WebhookDelivery(event_id=event.id, account_id=event.account_id, event_type=event.type)
     )

@@ -21,8 +21,8 @@ from urllib.parse import quote
 import requests
 from requests.adapters import HTTPAdapter
 
-from service import metrics
 from service.close.ratelimit import RateBudget, parse_rate_headers
+from service.infra import metrics
 
 
 class CloseError(Exception):

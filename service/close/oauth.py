@@ -10,7 +10,7 @@ from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
 from requests import RequestException
 
-from service.db import utcnow
+from service.infra.db import utcnow
 
 
 class OAuthFailure(Exception):

@@ -71,8 +71,6 @@ class RateBudget(Protocol):
     def observe(self, org: str, token_key: str, group: str, info: RateInfo, limited: bool) -> None:
         """Learn from an answer; `limited` is True for a 429."""
 
-    def blocked_seconds(self, org: str, group: str) -> float: ...
-
 
 # Each bucket: rate (tokens/s), level (tokens, may go negative = queued reservations),
 # stamp (time of level), blocked_until. The Lua script and the Python class do the same math.
@@ -152,10 +150,6 @@ class RedisRateBudget:
         self._observe(keys=[tok_key], args=[now, per_second, block])
         self._observe(keys=[org_key], args=[now, per_second * ORG_FACTOR, block if limited else 0])
 
-    def blocked_seconds(self, org: str, group: str) -> float:
-        blocked = self.redis.hget(f"{self.prefix}org:{org}:{group}", "blocked")
-        return max(0.0, float(blocked) - time.time()) if blocked else 0.0  # type: ignore[arg-type]
-
 
 @dataclass
 class _Bucket:
@@ -209,8 +203,3 @@ class LocalRateBudget:
             tok.blocked = max(tok.blocked, block)
             if limited:
                 org_bucket.blocked = max(org_bucket.blocked, block)
-
-    def blocked_seconds(self, org: str, group: str) -> float:
-        with self._lock:
-            bucket = self._buckets.get(f"org:{org}:{group}")
-            return max(0.0, bucket.blocked - time.time()) if bucket else 0.0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.background_server import BackgroundServer, serve_forever
+from service.infra.background_server import BackgroundServer, serve_forever
 from service.sandbox.app import create_sandbox_app
 from service.sandbox.state import SandboxConfig, SandboxState
 

@@ -20,11 +20,11 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from service import logs, metrics
 from service.close.client import CloseClient, CloseError, CloseValidationError
-from service.container import Services
-from service.db import utcnow
-from service.models import (
+from service.close.tokens import NeedsReauth, NotConnected, TokenRefreshUnavailable
+from service.infra import logs, metrics
+from service.infra.db import utcnow
+from service.infra.models import (
     Connection,
     ConnectionStatus,
     LinkState,
@@ -32,10 +32,10 @@ from service.models import (
     SyncedLink,
     SyncRun,
 )
-from service.sources.client import SourceAccountGone, SourceUnavailable
+from service.services import Services
+from service.source.client import SourceAccountGone, SourceClient, SourceUnavailable
 from service.sync.diff import KnownLink, Plan, plan
 from service.sync.mapping import DesiredLink, InvalidLink, is_active, map_event_type, source_id_of
-from service.tokens import NeedsReauth, NotConnected, TokenRefreshUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -56,28 +56,35 @@ class Outcome:
     fatal: str | None = None
 
 
-class RunAborted(Exception):
-    pass
-
-
-def _in_close(row: SyncedLink) -> bool:
-    """Close holds, or may hold, a link of ours for this row."""
-    return row.content_hash is not None or row.state in (LinkState.PENDING, LinkState.DELETING)
+@dataclass(frozen=True)
+class EngineConfig:
+    close_client_id: str  # our OAuth app: reconcile only ever considers its links
+    concurrency: int  # Close calls in flight per run
+    reconcile_interval: float  # seconds between reconciles of one connection
 
 
 class SyncEngine:
+    """Runs one sync of one connection with the collaborators it is given: a session factory,
+    a Close client per connection (which carries the org's shared rate budget), the source."""
+
     def __init__(
         self,
-        svc: Services,
         *,
+        sessions: Callable[[], Session],
+        close_for: Callable[[Connection], CloseClient],
+        source: SourceClient,
+        config: EngineConfig,
         on_progress: Callable[[int, int], None] | None = None,
     ) -> None:
-        self.svc = svc
+        self.sessions = sessions
+        self.close_for = close_for
+        self.source = source
+        self.config = config
         self.on_progress = on_progress
 
     def run(self, connection_id: int, run_id: int, *, reconcile: bool = False) -> SyncRun:
         started = time.monotonic()
-        session = self.svc.db.sessionmaker()
+        session = self.sessions()
         try:
             run = session.get(SyncRun, run_id)
             connection = session.get(Connection, connection_id)
@@ -112,9 +119,9 @@ class SyncEngine:
         *,
         reconcile: bool,
     ) -> tuple[RunStatus, str | None]:
-        if connection.status != ConnectionStatus.ACTIVE:
+        if not connection.syncable:
             return RunStatus.FAILED, f"connection is {connection.status}"
-        close = self.svc.close_for(connection)
+        close = self.close_for(connection)
         rows = {
             row.source_id: row
             for row in session.scalars(
@@ -134,7 +141,7 @@ class SyncEngine:
         )
         etag = None if (reconcile or dirty) else connection.source_etag
         try:
-            listing = self.svc.source.listing(connection.account_id, etag=etag)
+            listing = self.source.listing(connection.account_id, etag=etag)
         except SourceAccountGone:
             connection.status = ConnectionStatus.PAUSED
             connection.status_reason = (
@@ -152,7 +159,10 @@ class SyncEngine:
         the_plan = plan(
             desired,
             invalid,
-            {sid: KnownLink(sid, row.content_hash, _in_close(row)) for sid, row in rows.items()},
+            {
+                sid: KnownLink(sid, row.content_hash, row.may_be_in_close)
+                for sid, row in rows.items()
+            },
             listing_complete=listing.complete,
         )
         outcome.unchanged = len(the_plan.unchanged)
@@ -235,7 +245,7 @@ class SyncEngine:
         if not complete:
             return
         wanted = {d.source_id for d in desired} | {i.source_id for i in invalid}
-        stale = [sid for sid, row in rows.items() if sid not in wanted and not _in_close(row)]
+        stale = [sid for sid, row in rows.items() if sid not in wanted and not row.may_be_in_close]
         if stale:
             session.execute(
                 delete(SyncedLink).where(
@@ -264,7 +274,7 @@ class SyncEngine:
         desired = {link.source_id: link for link in the_plan.upserts}
         for sid in the_plan.deletes:
             rows[sid].state = LinkState.DELETING
-        concurrency = min(self.svc.settings.CLOSE_CONCURRENCY, len(operations))
+        concurrency = min(self.config.concurrency, len(operations))
         last_checkpoint = time.monotonic()
         since_checkpoint = 0
         pending: dict[Future[Any], tuple[str, str]] = {}
@@ -387,7 +397,7 @@ class SyncEngine:
         """Make our table match what Close really holds, so the plan repairs drift:
         a link of ours deleted by hand is re-created; an orphan of ours gets deleted.
         Links we do not own (MANUAL, CALENDLY, other apps) are never considered."""
-        client_id = self.svc.settings.close_client_id
+        client_id = self.config.close_client_id
         ours: dict[str, dict[str, Any]] = {}
         for link in close.iter_links():
             if (
@@ -432,9 +442,7 @@ class SyncEngine:
         connection.last_sync_status = status
         connection.last_sync_run_id = run.id
         if reconcile and status in (RunStatus.SUCCEEDED, RunStatus.PARTIAL):
-            connection.next_reconcile_at = now + timedelta(
-                seconds=self.svc.settings.RECONCILE_INTERVAL_SECONDS
-            )
+            connection.next_reconcile_at = now + timedelta(seconds=self.config.reconcile_interval)
         session.commit()
 
 
@@ -442,31 +450,19 @@ def _bind(fn: Callable[[Any], Any], arg: Any) -> Callable[[], Any]:
     return lambda: fn(arg)
 
 
-def remove_close_links(svc: Services, connection_id: int, session: Session | None = None) -> int:
-    """Delete every link of ours for this connection from Close (disconnect, user change).
-    Returns how many Close deleted. Rows are removed as each delete is confirmed: committed one
-    by one in a session of its own, or flushed into the caller's `session` (its transaction)."""
-    if session is not None:
-        return _remove_links(svc, connection_id, session, commit=False)
-    with svc.db.session() as own:
-        return _remove_links(svc, connection_id, own, commit=True)
-
-
-def _remove_links(svc: Services, connection_id: int, session: Session, *, commit: bool) -> int:
-    connection = session.get(Connection, connection_id)
-    if connection is None:
-        return 0
-    close = svc.close_for(connection)
-    removed = 0
-    rows = session.scalars(
-        select(SyncedLink).where(SyncedLink.connection_id == connection_id)
-    ).all()
-    for row in rows:
-        if _in_close(row) and close.delete_integration_link(row.source_id):
-            removed += 1
-        session.delete(row)
-        if commit:
-            session.commit()  # record each confirmed delete: a failure later loses nothing
-        else:
-            session.flush()
-    return removed
+def engine_for(
+    svc: Services, *, on_progress: Callable[[int, int], None] | None = None
+) -> SyncEngine:
+    """The engine wired from one process's Services."""
+    s = svc.settings
+    return SyncEngine(
+        sessions=svc.db.sessionmaker,
+        close_for=svc.close_for,
+        source=svc.source,
+        config=EngineConfig(
+            close_client_id=s.close_client_id,
+            concurrency=s.CLOSE_CONCURRENCY,
+            reconcile_interval=float(s.RECONCILE_INTERVAL_SECONDS),
+        ),
+        on_progress=on_progress,
+    )

@@ -13,25 +13,18 @@ from collections.abc import Callable
 
 from sqlalchemy import update
 
-from service.container import Services
-from service.coordination import Heartbeat
-from service.db import utcnow
-from service.models import RunStatus, SyncRun
-from service.sync.engine import SyncEngine
+from service.infra import locks
+from service.infra.coordination import Heartbeat
+from service.infra.db import utcnow
+from service.infra.models import RunStatus, SyncRun
+from service.services import Services
+from service.sync.engine import engine_for
 
 log = logging.getLogger(__name__)
 
 
 class SyncBusy(Exception):
     """Another worker holds this connection's sync lock; the dirty flag has been set."""
-
-
-def _lock_key(connection_id: int) -> str:
-    return f"sync:{connection_id}"
-
-
-def _dirty_key(connection_id: int) -> str:
-    return f"dirty:{connection_id}"
 
 
 def _new_run(svc: Services, connection_id: int, trigger: str) -> int:
@@ -81,41 +74,41 @@ def run_sync(
     Raises SyncBusy when another worker holds the lock (after flagging it dirty, unless
     `skip_if_running`: a scheduled tick does not stack a run behind a running one)."""
     coordinator = svc.coordinator
-    ttl = float(svc.settings.SYNC_LOCK_TTL_SECONDS)
+    ttl = locks.sync_lock_ttl(svc.settings)
     executed: list[int] = []
-    engine = SyncEngine(svc, on_progress=on_progress)
+    engine = engine_for(svc, on_progress=on_progress)
     while True:
-        token = coordinator.try_acquire(_lock_key(connection_id), ttl)
+        token = coordinator.try_acquire(locks.sync_lock(connection_id), ttl)
         if token is None:
             if executed:
                 return executed  # someone else took over the follow-up run
             if not skip_if_running:
-                coordinator.set_flag(_dirty_key(connection_id), ttl * 4)
+                coordinator.set_flag(locks.dirty_flag(connection_id), locks.dirty_ttl(svc.settings))
             raise SyncBusy(connection_id)
         try:
-            with Heartbeat(coordinator, _lock_key(connection_id), token, ttl):
+            with Heartbeat(coordinator, locks.sync_lock(connection_id), token, ttl):
                 abandon_stale_runs(svc, connection_id)
                 while True:
                     # Anything that arrives from here on must cause one more run.
-                    coordinator.pop_flag(f"pending:{connection_id}")
-                    coordinator.pop_flag(_dirty_key(connection_id))
+                    coordinator.pop_flag(locks.pending_flag(connection_id))
+                    coordinator.pop_flag(locks.dirty_flag(connection_id))
                     current = (
                         run_id if run_id is not None else _new_run(svc, connection_id, trigger)
                     )
                     engine.run(connection_id, current, reconcile=reconcile)
                     executed.append(current)
                     run_id, reconcile = None, False
-                    if not coordinator.pop_flag(_dirty_key(connection_id)):
+                    if not coordinator.pop_flag(locks.dirty_flag(connection_id)):
                         break
                     log.info("changes arrived during the run; running once more")
         finally:
             with contextlib.suppress(Exception):  # the TTL frees it if the store is gone
-                coordinator.release(_lock_key(connection_id), token)
+                coordinator.release(locks.sync_lock(connection_id), token)
         # A trigger may have flagged dirty between our last check and the release: go again.
-        if not coordinator.pop_flag(_dirty_key(connection_id)):
+        if not coordinator.pop_flag(locks.dirty_flag(connection_id)):
             return executed
 
 
 def is_dirty(svc: Services, connection_id: int) -> bool:
     """Whether a follow-up run is still owed (used by a busy task's delayed retry)."""
-    return svc.coordinator.has_flag(_dirty_key(connection_id))
+    return svc.coordinator.has_flag(locks.dirty_flag(connection_id))

@@ -15,9 +15,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
 
-from service.container import Services
-from service.db import utcnow
-from service.models import Connection, ConnectionStatus
+from service.infra.db import utcnow
+from service.infra.models import Connection, ConnectionStatus
+from service.services import Services
 
 BATCH = 5000
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from service.container import Services
-from service.models import Connection, RunStatus, SyncRun, Trigger
-
-PENDING_TTL_SECONDS = 60.0
+from service.errors import Conflict
+from service.infra import locks
+from service.infra.models import Connection, RunStatus, SyncRun, Trigger
+from service.services import Services
 
 
 def enqueue_after_commit(
@@ -24,11 +24,19 @@ def enqueue_after_commit(
     event.listen(session, "after_commit", _enqueue, once=True)
 
 
+def require_syncable(connection: Connection) -> None:
+    """The one place that decides whether a connection may sync (the engine re-checks at run
+    time, when the status may have changed since the request)."""
+    if not connection.syncable:
+        raise Conflict(f"the connection is {connection.status}, not active; it cannot sync")
+
+
 def request_sync(
     session: Session, svc: Services, connection: Connection, trigger: Trigger | str
 ) -> SyncRun:
     """Record a queued run for an explicit request (connect, API, button, CLI) and enqueue it
-    when the caller commits. The caller owns the transaction."""
+    when the caller commits. The caller owns the transaction. Conflict when not syncable."""
+    require_syncable(connection)
     run = SyncRun(connection_id=connection.id, trigger=str(trigger), status=RunStatus.QUEUED)
     session.add(run)
     session.flush()
@@ -40,13 +48,13 @@ def request_coalesced_sync(svc: Services, connection_id: int, trigger: Trigger |
     """For bursts (webhooks): enqueue unless a sync for this connection is already waiting to
     start. A waiting task reads the source when it starts, so it will see this change too.
     Returns True when a task was enqueued."""
-    if not svc.coordinator.set_flag(f"pending:{connection_id}", PENDING_TTL_SECONDS):
+    if not svc.coordinator.set_flag(locks.pending_flag(connection_id), locks.PENDING_TTL):
         return False
     assert svc.enqueue is not None
     try:
         svc.enqueue(connection_id, str(trigger), None)
     except BaseException:
         # Nothing is waiting after all: clear the flag, or the next triggers would be dropped.
-        svc.coordinator.pop_flag(f"pending:{connection_id}")
+        svc.coordinator.pop_flag(locks.pending_flag(connection_id))
         raise
     return True

@@ -7,29 +7,25 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, redirect, render_template, session, url_for
 from flask import request as flask_request
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.connect_sessions import connect_token_for, resolve_connect_token
-from service.connections import disconnect
-from service.errors import Conflict
-from service.extensions import db_session, services
-from service.models import (
-    Connection,
-    ConnectionStatus,
-    ConnectSession,
-    RunStatus,
-    SyncedLink,
-    SyncRun,
-    Trigger,
-)
-from service.oauth_flow import (
+from service.connections import queries
+from service.connections.authorize import (
     ConsentDeclined,
     begin_authorization,
     check_state,
     complete_authorization,
 )
+from service.connections.disconnect import disconnect
+from service.connections.sessions import connect_token_for, resolve_connect_token
+from service.errors import Conflict
+from service.infra.models import (
+    Connection,
+    ConnectionStatus,
+    Trigger,
+)
 from service.sync.triggers import request_sync
+from service.web.context import db_session, services
 
 bp = Blueprint("web_views", __name__)
 
@@ -45,38 +41,21 @@ def _browser_binding() -> str:
     return binding
 
 
-def _connection_for(db: Session, connect: ConnectSession) -> Connection | None:
-    return db.scalar(select(Connection).where(Connection.account_id == connect.account_id))
-
-
 def _status_context(db: Session, connection: Connection) -> dict[str, Any]:
-    counts = dict(
-        db.execute(
-            select(SyncedLink.state, func.count())
-            .where(SyncedLink.connection_id == connection.id)
-            .group_by(SyncedLink.state)
-        ).all()
-    )
-    links = db.scalars(
-        select(SyncedLink)
-        .where(SyncedLink.connection_id == connection.id)
-        .order_by(SyncedLink.state != "error", SyncedLink.name)
-        .limit(LINKS_SHOWN)
-    ).all()
-    last_run = db.scalars(
-        select(SyncRun)
-        .where(SyncRun.connection_id == connection.id)
-        .order_by(SyncRun.id.desc())
-        .limit(1)
-    ).first()
-    return {"connection": connection, "counts": counts, "links": links, "last_run": last_run}
+    runs = queries.recent_runs(db, connection.id, 1)
+    return {
+        "connection": connection,
+        "counts": queries.link_counts(db, connection.id),
+        "links": db.scalars(queries.links_errors_first(connection.id).limit(LINKS_SHOWN)).all(),
+        "last_run": runs[0] if runs else None,
+    }
 
 
 @bp.get("/connect/<token>")
 def connect_page(token: str) -> Any:
     db = db_session()
     connect = resolve_connect_token(db, services().settings, token)
-    connection = _connection_for(db, connect)
+    connection = queries.find_connection(db, connect.account_id)
     notice = session.pop("notice", None)
     if connection is not None and connection.status != ConnectionStatus.DISCONNECTED:
         return render_template(
@@ -122,8 +101,8 @@ def callback() -> Any:
 def sync_now(token: str) -> Any:
     db = db_session()
     connect = resolve_connect_token(db, services().settings, token)
-    connection = _connection_for(db, connect)
-    if connection is None or connection.status != ConnectionStatus.ACTIVE:
+    connection = queries.find_connection(db, connect.account_id)
+    if connection is None:
         raise Conflict("This account is not connected, so there is nothing to sync.")
     request_sync(db, services(), connection, Trigger.MANUAL)
     db.commit()
@@ -135,7 +114,7 @@ def sync_now(token: str) -> Any:
 def disconnect_now(token: str) -> Any:
     db = db_session()
     connect = resolve_connect_token(db, services().settings, token)
-    connection = _connection_for(db, connect)
+    connection = queries.find_connection(db, connect.account_id)
     if connection is not None and connection.status != ConnectionStatus.DISCONNECTED:
         db.rollback()
         disconnect(services(), connection.id, keep_links=False)
@@ -147,7 +126,7 @@ def disconnect_now(token: str) -> Any:
 def status_json(token: str) -> Response:
     db = db_session()
     connect = resolve_connect_token(db, services().settings, token)
-    connection = _connection_for(db, connect)
+    connection = queries.find_connection(db, connect.account_id)
     if connection is None:
         return jsonify(status="not_connected")
     context = _status_context(db, connection)
@@ -155,13 +134,5 @@ def status_json(token: str) -> Response:
     return jsonify(
         status=connection.status,
         counts=context["counts"],
-        run=None
-        if run is None
-        else {
-            "id": run.id,
-            "status": run.status,
-            "done": run.progress_done,
-            "total": run.progress_total,
-            "active": run.status in (RunStatus.QUEUED, RunStatus.RUNNING),
-        },
+        run=None if run is None else queries.run_json(run),
     )

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import redis as redis_lib
 
-from service.container import Services
-from service.models import Connection
+from service.infra.models import Connection
+from service.services import Services
 from service.settings import SANDBOX_CLIENT_ID, Settings
 from service.sync.triggers import request_sync
 from tests.conftest import WorkerProcess, wait_until
@@ -173,7 +173,7 @@ def chaos(
     source: Any,
     start_worker: Callable[..., WorkerProcess],
 ) -> Iterator[Chaos]:
-    from workers.celery_app import celery_enqueue
+    from service.jobs import celery_enqueue
 
     settings = make_settings(
         DATABASE_URL=pg_url,

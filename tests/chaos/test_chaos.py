@@ -16,8 +16,8 @@ import psycopg
 import pytest
 from sqlalchemy import select
 
-from service.db import utcnow
-from service.models import Connection, ConnectionStatus, SyncRun
+from service.infra.db import utcnow
+from service.infra.models import Connection, ConnectionStatus, SyncRun
 from tests.chaos.conftest import FAULT_SECONDS, RESULTS, Chaos, Result
 from tests.conftest import PG_ADMIN_URL, new_account, wait_until
 from tests.helpers import connect_directly, event_type

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from werkzeug.serving import make_server
 
-from service import migrate
 from service.app import create_app
-from service.container import Services
+from service.infra import migrate
+from service.services import Services
 from service.settings import Settings
 from tests.conftest import ARTIFACTS, RecordingEnqueue
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from service.db import utcnow
-from service.models import Connection, ConnectionStatus
-from service.operators import hash_password
+from service.infra.db import utcnow
+from service.infra.models import Connection, ConnectionStatus
 from service.sync.runner import run_sync
+from service.web.admin.auth import hash_password
 from tests.conftest import new_account
 from tests.e2e.conftest import LiveApp
 from tests.helpers import connect_directly, event_type

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from service.connect_sessions import create_connect_session
+from service.connections.sessions import create_connect_session
 from service.sync.runner import run_sync
 from tests.conftest import new_account
 from tests.e2e.conftest import LiveApp
@@ -64,7 +64,7 @@ def test_connect_decline_and_disconnect_in_chromium(
     with app.svc.db.session() as session:
         from sqlalchemy import select
 
-        from service.models import Connection
+        from service.infra.models import Connection
 
         cid = session.scalar(select(Connection.id).where(Connection.account_id == account))
     assert cid is not None

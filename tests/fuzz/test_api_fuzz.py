@@ -11,12 +11,12 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.openapi import from_wsgi
 
-from service import migrate
 from service.api.signatures import sign
 from service.app import create_app
-from service.container import Services
-from service.db import utcnow
-from service.models import Connection, ConnectionStatus
+from service.infra import migrate
+from service.infra.db import utcnow
+from service.infra.models import Connection, ConnectionStatus
+from service.services import Services
 from service.settings import load_settings
 from tests.conftest import API_KEY, WEBHOOK_SECRET, RecordingEnqueue
 
@@ -77,7 +77,7 @@ def test_api_never_errors_and_matches_its_schema(case: Any) -> None:
     # negative data rejected...) except "positive data accepted": a schema-valid return_url can
     # still be refused by the RETURN_URL_ALLOWED_ORIGINS allow-list, a business rule. "Negative
     # data rejected" is left out too: schemathesis does not count our 413 for an
-    # over-long body as a rejection, and 4xx validation is covered by tests/integration.
+    # over-long body as a rejection, and 4xx validation is covered by tests/api.
     case.validate_response(
         response,
         excluded_checks=[

@@ -1,0 +1,68 @@
+"""Every lock and flag this service keeps in the coordinator, and the timings that must agree.
+
+The one place that names them: the sync lock, its "dirty" and "pending" flags, the token-refresh
+lock, the operator sign-in slots and the webhook flood counter. Backends and the lock helpers
+live in service.infra.coordination; this module says which keys exist and how long each lives,
+relative to the one setting that drives them (SYNC_LOCK_TTL_SECONDS).
+
+    sync:{connection}        a run holds it (TTL, heartbeat every TTL/3)
+    dirty:{connection}       a trigger arrived while the lock was held: run once more (4 x TTL)
+    pending:{connection}     a coalesced sync is queued and has not started (PENDING_TTL)
+    refresh:{connection}     one token refresh at a time per connection (REFRESH_LOCK_TTL)
+    operator-login:{h}:{n}   one slot per failed operator sign-in (the throttle's window)
+"""
+
+from __future__ import annotations
+
+from service.settings import Settings
+
+# How long a coalesced webhook sync may wait in the queue before a new trigger enqueues again.
+PENDING_TTL = 60.0
+# Token refresh: long enough for a slow token endpoint; waiters give up after the same time.
+REFRESH_LOCK_TTL = 30.0
+# How long a disconnect waits for a running sync to let go of the lock.
+DISCONNECT_LOCK_WAIT = 15.0
+# The dirty flag outlives a run's lock by this factor, so a holder that dies still has a
+# busy task's delayed retry pick up the follow-up.
+DIRTY_TTL_FACTOR = 4.0
+# A heartbeat extends a held lock this many times per TTL.
+HEARTBEATS_PER_TTL = 3
+
+
+def sync_lock(connection_id: int) -> str:
+    return f"sync:{connection_id}"
+
+
+def dirty_flag(connection_id: int) -> str:
+    return f"dirty:{connection_id}"
+
+
+def pending_flag(connection_id: int) -> str:
+    return f"pending:{connection_id}"
+
+
+def refresh_lock(connection_id: int) -> str:
+    return f"refresh:{connection_id}"
+
+
+def operator_login_slot(digest: str, slot: int) -> str:
+    return f"operator-login:{digest}:{slot}"
+
+
+def webhook_rate_key(account_id: str, window: int) -> str:
+    """A Redis key (not a coordinator key): the per-account webhook counter of one minute."""
+    return f"linksync:webhook-rate:{account_id}:{window}"
+
+
+def sync_lock_ttl(settings: Settings) -> float:
+    return float(settings.SYNC_LOCK_TTL_SECONDS)
+
+
+def dirty_ttl(settings: Settings) -> float:
+    return sync_lock_ttl(settings) * DIRTY_TTL_FACTOR
+
+
+def busy_retry_countdown(settings: Settings) -> float:
+    """A task that found the lock held retries after half a TTL: by then the holder has either
+    run the follow-up (the retry finds no dirty flag and ends) or died (its lock expired)."""
+    return max(1.0, sync_lock_ttl(settings) / 2)

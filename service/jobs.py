@@ -1,0 +1,87 @@
+"""Celery, and only here: the app factory, the broker URL, the task names and the enqueue
+functions the rest of the service is handed (it never imports Celery or `workers/`).
+
+Broker: REDIS_URL when set; otherwise kombu's SQLAlchemy transport on a SQLite file under
+instance/ (the embedded default: no Redis needed). Results are not stored: runs are recorded
+in our own sync_runs table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from celery import Celery
+
+from service.settings import Settings
+
+TASK_SYNC = "linksync.sync_connection"
+TASK_TICK = "linksync.schedule_due_syncs"
+TASK_CLEANUP = "linksync.cleanup"
+
+# enqueue(connection_id, trigger, run_id) -> None: how a web request or a task asks for a sync.
+Enqueue = Callable[[int, str, int | None], None]
+
+
+def broker_url(settings: Settings) -> str:
+    if settings.REDIS_URL:
+        return settings.REDIS_URL
+    path = (settings.INSTANCE_PATH / "broker.sqlite").resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqla+sqlite:///{path}"
+
+
+def make_celery(settings: Settings, task_cls: str | None = None) -> Celery:
+    app = Celery(
+        "linksync",
+        broker=broker_url(settings),
+        set_as_current=False,
+        task_cls=task_cls or "celery.app.task:Task",
+    )
+    app.conf.update(
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_serializer="json",
+        accept_content=["json"],
+        task_time_limit=3600,
+        task_soft_time_limit=3300,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        timezone="UTC",
+    )
+    if settings.REDIS_URL:
+        # A task whose worker died is redelivered after this many seconds.
+        app.conf.broker_transport_options = {"visibility_timeout": 300}
+    return app
+
+
+def send_sync(
+    celery: Celery,
+    connection_id: int,
+    trigger: str,
+    run_id: int | None = None,
+    *,
+    reconcile: bool = False,
+    skip_if_running: bool = False,
+    countdown: float | None = None,
+) -> None:
+    """Send a sync task by name: the sender needs no worker code."""
+    celery.send_task(
+        TASK_SYNC,
+        args=[connection_id, trigger, run_id],
+        kwargs={"reconcile": reconcile, "skip_if_running": skip_if_running},
+        countdown=countdown,
+    )
+
+
+def enqueue_with(celery: Celery) -> Enqueue:
+    def enqueue(connection_id: int, trigger: str, run_id: int | None) -> None:
+        send_sync(celery, connection_id, trigger, run_id)
+
+    return enqueue
+
+
+def celery_enqueue(settings: Settings) -> Enqueue:
+    """An Enqueue function for a process that only sends (the web app, the CLI, tests)."""
+    return enqueue_with(make_celery(settings))

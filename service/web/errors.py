@@ -1,0 +1,63 @@
+"""One error renderer for the whole app: JSON for API clients, a friendly page for people.
+
+Every error handler (the app's and the operator console's) answers through `error_response`,
+so the JSON shape is the same everywhere, `field` is named when known, the exception's own
+headers survive (Allow on 405), and a page never shows a stack trace.
+"""
+
+from __future__ import annotations
+
+from flask import Response, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+from werkzeug.http import HTTP_STATUS_CODES
+
+JSON_PREFIXES = ("/api/", "/webhooks/", "/healthz", "/readyz", "/metrics", "/_", "/admin/api/")
+
+
+def wants_json() -> bool:
+    return (
+        request.path.startswith(JSON_PREFIXES)
+        or request.accept_mimetypes.best == "application/json"
+    )
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    field: str | None = None,
+    template: str = "error.html",
+    title: str | None = None,
+) -> Response:
+    if wants_json():
+        body: dict[str, object] = {"code": code, "message": message}
+        if field:
+            body["field"] = field
+        response = jsonify(error=body)
+        response.status_code = status
+        return response
+    page = render_template(
+        template,
+        status=status,
+        code=code,
+        message=message,
+        title=title or HTTP_STATUS_CODES.get(status, "Error"),
+    )
+    return Response(page, status, mimetype="text/html")
+
+
+def http_error_response(exc: HTTPException, *, template: str = "error.html") -> Response:
+    """A werkzeug HTTP error (404, 405, 413...) through the same renderer, keeping its headers."""
+    code = (exc.name or "error").lower().replace(" ", "_")
+    response = error_response(
+        exc.code or 500,
+        code,
+        exc.description or exc.name or "error",
+        template=template,
+        title=exc.name,
+    )
+    for name, value in exc.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response

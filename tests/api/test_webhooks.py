@@ -1,0 +1,380 @@
+"""POST /webhooks/source: every accepted and rejected case, on SQLite and PostgreSQL + Redis.
+A rejected webhook enqueues nothing and stores no delivery."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from prometheus_client import REGISTRY
+from sqlalchemy import func, select
+
+from service.api.signatures import sign
+from service.app import create_app
+from service.infra.models import Connection, ConnectionStatus, WebhookDelivery
+from service.services import Services
+from tests.conftest import WEBHOOK_SECRET, RecordingEnqueue, new_account
+
+
+@pytest.fixture
+def client(services: Services) -> FlaskClient:
+    return create_app(services.settings, services=services).test_client()
+
+
+def add_connection(svc: Services, status: str = ConnectionStatus.ACTIVE) -> tuple[str, int]:
+    account = new_account()
+    with svc.db.session() as session:
+        connection = Connection(account_id=account, status=status)
+        session.add(connection)
+        session.flush()
+        return account, connection.id
+
+
+def body_for(account: str, **overrides: Any) -> bytes:
+    event = {"id": uuid.uuid4().hex, "type": "event_types.changed", "account_id": account}
+    event.update(overrides)
+    return json.dumps(event).encode()
+
+
+def signature(body: bytes, at: float | None = None, secret: str = WEBHOOK_SECRET) -> str:
+    t = int(at if at is not None else time.time())
+    return f"t={t},v1={sign(secret, t, body)}"
+
+
+def post(
+    client: FlaskClient,
+    body: bytes,
+    *,
+    at: float | None = None,
+    secret: str = WEBHOOK_SECRET,
+    content_type: str = "application/json",
+    header: str | None = None,
+) -> Any:
+    value = header if header is not None else signature(body, at, secret)
+    headers = {"X-LinkSync-Signature": value} if value else {}
+    return client.post("/webhooks/source", data=body, headers=headers, content_type=content_type)
+
+
+def deliveries(svc: Services, account: str | None = None) -> int:
+    query = select(func.count()).select_from(WebhookDelivery)
+    if account is not None:
+        query = query.where(WebhookDelivery.account_id == account)
+    with svc.db.session() as session:
+        return session.scalar(query) or 0
+
+
+def outcome_count(outcome: str) -> float:
+    value = REGISTRY.get_sample_value("linksync_webhook_deliveries_total", {"outcome": outcome})
+    return value or 0.0
+
+
+# Accepted -------------------------------------------------------------------------------
+
+
+def test_valid_webhook_is_accepted_at_once_and_enqueues_one_sync(
+    client: FlaskClient, services: Services, enqueued: RecordingEnqueue
+) -> None:
+    account, cid = add_connection(services)
+    before = outcome_count("accepted")
+    response = post(client, body_for(account))
+    assert response.status_code == 202 and response.json == {"status": "accepted"}
+    assert enqueued.calls == [(cid, "webhook", None)]
+    assert deliveries(services, account) == 1
+    assert outcome_count("accepted") == before + 1
+
+
+def test_the_enqueue_happens_after_the_delivery_is_committed(
+    services: Services, enqueued: RecordingEnqueue
+) -> None:
+    account, _ = add_connection(services)
+    seen: list[int] = []
+
+    def enqueue(connection_id: int, trigger: str, run_id: int | None) -> None:
+        seen.append(deliveries(services, account))  # read from another connection
+        enqueued(connection_id, trigger, run_id)
+
+    client = create_app(services.settings, services=services, enqueue=enqueue).test_client()
+    assert post(client, body_for(account)).status_code == 202
+    assert seen == [1]
+
+
+def test_a_burst_of_fifty_enqueues_at_most_two(
+    client: FlaskClient, services: Services, enqueued: RecordingEnqueue
+) -> None:
+    account, cid = add_connection(services)
+    statuses = [post(client, body_for(account)).status_code for _ in range(50)]
+    assert statuses == [202] * 50
+    assert 1 <= len(enqueued.calls) <= 2
+    assert {call[0] for call in enqueued.calls} == {cid}
+    assert deliveries(services, account) == 50
+
+
+def test_bursts_for_two_accounts_enqueue_each(
+    client: FlaskClient, services: Services, enqueued: RecordingEnqueue
+) -> None:
+    (a, aid), (b, bid) = add_connection(services), add_connection(services)
+    for _ in range(10):
+        assert post(client, body_for(a)).status_code == 202
+        assert post(client, body_for(b)).status_code == 202
+    assert {call[0] for call in enqueued.calls} == {aid, bid}
+    assert len(enqueued.calls) <= 4
+
+
+def test_repeated_event_id_is_accepted_and_ignored(
+    client: FlaskClient, services: Services, enqueued: RecordingEnqueue
+) -> None:
+    account, _ = add_connection(services)
+    body = body_for(account, id="evt-repeat-" + uuid.uuid4().hex)
+    assert post(client, body).status_code == 202
+    services.coordinator.pop_flag(f"pending:{enqueued.calls[0][0]}")  # as a started worker does
+    again = post(client, body)
+    assert again.status_code == 202 and again.json == {"status": "duplicate"}
+    assert len(enqueued.calls) == 1
+    assert deliveries(services, account) == 1
+
+
+def test_concurrent_copies_of_one_event_are_accepted_once(
+    services: Services, enqueued: RecordingEnqueue
+) -> None:
+    app = create_app(services.settings, services=services)
+    account, _ = add_connection(services)
+    body = body_for(account)
+    statuses: list[str] = []
+    start = threading.Barrier(6)
+
+    def deliver() -> None:
+        start.wait()
+        response = post(app.test_client(), body)
+        statuses.append(response.json["status"])
+
+    threads = [threading.Thread(target=deliver) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(statuses) == ["accepted"] + ["duplicate"] * 5
+    assert len(enqueued.calls) == 1 and deliveries(services, account) == 1
+
+
+def test_timestamps_within_five_minutes_either_way_are_accepted(
+    client: FlaskClient, services: Services
+) -> None:
+    account, _ = add_connection(services)
+    assert post(client, body_for(account), at=time.time() - 280).status_code == 202
+    assert post(client, body_for(account), at=time.time() + 280).status_code == 202
+
+
+def test_one_matching_signature_of_several_is_enough_for_secret_rotation(
+    client: FlaskClient, services: Services
+) -> None:
+    account, _ = add_connection(services)
+    body = body_for(account)
+    t = int(time.time())
+    header = f"t={t},v1={sign('the-old-secret', t, body)},v1={sign(WEBHOOK_SECRET, t, body)}"
+    assert post(client, body, header=header).status_code == 202
+
+
+def test_unknown_fields_in_the_event_are_ignored(client: FlaskClient, services: Services) -> None:
+    account, _ = add_connection(services)
+    response = post(client, body_for(account, created_at="2024-01-01T00:00:00Z", extra={"a": 1}))
+    assert response.status_code == 202
+
+
+# Rejected: nothing enqueued, nothing stored ----------------------------------------------
+
+CASES: dict[str, tuple[int, Callable[[FlaskClient, Services, str], Any]]] = {
+    "no_header": (401, lambda c, s, a: post(c, body_for(a), header="")),
+    "forged": (
+        401,
+        lambda c, s, a: post(c, body_for(a), header=f"t={int(time.time())},v1={'0' * 64}"),
+    ),
+    "wrong_secret": (401, lambda c, s, a: post(c, body_for(a), secret="not-the-secret")),
+    "garbage_header": (
+        401,
+        lambda c, s, a: post(c, body_for(a), header="<script>alert(1)</script>"),
+    ),
+    "no_timestamp": (401, lambda c, s, a: post(c, body_for(a), header=f"v1={'a' * 64}")),
+    "signature_of_another_body": (
+        401,
+        lambda c, s, a: post(c, body_for(a), header=signature(body_for(a))),
+    ),
+    "stale_6_minutes": (401, lambda c, s, a: post(c, body_for(a), at=time.time() - 360)),
+    "future_6_minutes": (401, lambda c, s, a: post(c, body_for(a), at=time.time() + 360)),
+    "bad_signature_before_bad_json": (401, lambda c, s, a: post(c, b"{not json", secret="x")),
+    "bad_signature_before_unknown_account": (
+        401,
+        lambda c, s, a: post(c, body_for("nobody-" + uuid.uuid4().hex), secret="x"),
+    ),
+    "wrong_content_type": (415, lambda c, s, a: post(c, body_for(a), content_type="text/plain")),
+    "form_content_type": (
+        415,
+        lambda c, s, a: post(c, body_for(a), content_type="application/x-www-form-urlencoded"),
+    ),
+    "malformed_json": (400, lambda c, s, a: post(c, b"{not json")),
+    "empty_body": (400, lambda c, s, a: post(c, b"")),
+    "not_an_object": (400, lambda c, s, a: post(c, b"[1, 2]")),
+    "missing_id": (
+        400,
+        lambda c, s, a: post(
+            c, json.dumps({"type": "event_types.changed", "account_id": a}).encode()
+        ),
+    ),
+    "empty_id": (400, lambda c, s, a: post(c, body_for(a, id=""))),
+    "numeric_id": (400, lambda c, s, a: post(c, body_for(a, id=12345))),
+    "long_id": (400, lambda c, s, a: post(c, body_for(a, id="x" * 256))),
+    "unknown_type": (400, lambda c, s, a: post(c, body_for(a, type="event_types.exploded"))),
+    "missing_account": (
+        400,
+        lambda c, s, a: post(c, json.dumps({"id": "1", "type": "event_types.changed"}).encode()),
+    ),
+    "path_traversal_account": (400, lambda c, s, a: post(c, body_for("../../etc/passwd"))),
+    "dot_dot_account": (400, lambda c, s, a: post(c, body_for(".."))),
+    "unknown_account": (404, lambda c, s, a: post(c, body_for("no-such-" + uuid.uuid4().hex))),
+    "oversized": (
+        413,
+        lambda c, s, a: post(c, body_for(a, pad="x" * (s.settings.WEBHOOK_MAX_BODY_BYTES + 10))),
+    ),
+}
+
+FIELDS = {
+    "missing_id": "id",
+    "empty_id": "id",
+    "numeric_id": "id",
+    "long_id": "id",
+    "unknown_type": "type",
+    "missing_account": "account_id",
+    "path_traversal_account": "account_id",
+    "dot_dot_account": "account_id",
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_rejected_webhooks_enqueue_nothing_and_store_nothing(
+    client: FlaskClient, services: Services, enqueued: RecordingEnqueue, case: str
+) -> None:
+    status, send = CASES[case]
+    account, _ = add_connection(services)
+    before = deliveries(services)
+    response = send(client, services, account)
+    assert response.status_code == status
+    assert response.is_json and set(response.json["error"]) >= {"code", "message"}
+    if case in FIELDS:
+        assert response.json["error"]["field"] == FIELDS[case]
+    if case == "unknown_type":
+        assert "event_types.changed" in response.json["error"]["message"]
+    assert enqueued.calls == []
+    assert deliveries(services) == before
+
+
+def test_a_body_over_the_limit_without_content_length_is_413(
+    make_settings: Any, services: Services, enqueued: RecordingEnqueue
+) -> None:
+    settings = make_settings(
+        WEBHOOK_MAX_BODY_BYTES=2048,
+        DATABASE_URL=services.settings.DATABASE_URL,
+        REDIS_URL=services.settings.REDIS_URL,
+    )
+    client = create_app(settings, services=Services(settings, enqueue=enqueued)).test_client()
+    account, _ = add_connection(services)
+    body = body_for(account, pad="x" * 3000)
+    response = client.post(
+        "/webhooks/source",
+        input_stream=io.BytesIO(body),  # streamed: the length is known only by reading
+        headers={"X-LinkSync-Signature": signature(body), "Content-Type": "application/json"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert response.status_code == 413 and response.json["error"]["code"] == "payload_too_large"
+    assert enqueued.calls == [] and deliveries(services, account) == 0
+    small = body_for(account)
+    response = client.post(
+        "/webhooks/source",
+        input_stream=io.BytesIO(small),
+        headers={"X-LinkSync-Signature": signature(small), "Content-Type": "application/json"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert response.status_code == 202
+
+
+@pytest.mark.parametrize(
+    "status",
+    [ConnectionStatus.NEEDS_REAUTH, ConnectionStatus.PAUSED, ConnectionStatus.DISCONNECTED],
+)
+def test_inactive_connection_is_a_conflict_naming_the_status(
+    client: FlaskClient, services: Services, enqueued: RecordingEnqueue, status: str
+) -> None:
+    account, _ = add_connection(services, status)
+    response = post(client, body_for(account))
+    assert response.status_code == 409 and status in response.json["error"]["message"]
+    assert enqueued.calls == [] and deliveries(services, account) == 0
+
+
+def test_rejections_are_counted_by_outcome(client: FlaskClient, services: Services) -> None:
+    account, _ = add_connection(services)
+    before = {o: outcome_count(o) for o in ("unauthorized", "bad_request", "unknown_account")}
+    post(client, body_for(account), secret="wrong")
+    post(client, b"{")
+    post(client, body_for("no-such-" + uuid.uuid4().hex))
+    for outcome, value in before.items():
+        assert outcome_count(outcome) == value + 1, outcome
+
+
+def test_without_a_secret_every_webhook_is_refused(
+    client: FlaskClient, services: Services, enqueued: RecordingEnqueue
+) -> None:
+    account, _ = add_connection(services)
+    services.settings.WEBHOOK_SECRET = None
+    response = post(client, body_for(account), secret="")
+    assert response.status_code == 401 and "WEBHOOK_SECRET" in response.json["error"]["message"]
+    assert enqueued.calls == [] and deliveries(services, account) == 0
+
+
+# Flood and failure ----------------------------------------------------------------------
+
+
+def test_flood_of_one_account_is_rate_limited_with_retry_after(
+    services: Services, enqueued: RecordingEnqueue
+) -> None:
+    services.settings.WEBHOOK_RATE_LIMIT_PER_MINUTE = 5
+    client = create_app(services.settings, services=services).test_client()
+    account, _ = add_connection(services)
+    other, _ = add_connection(services)
+    if 60 - time.time() % 60 < 3:  # keep the whole flood inside one minute window
+        time.sleep(60 - time.time() % 60)
+    statuses = [post(client, body_for(account)).status_code for _ in range(8)]
+    assert statuses == [202] * 5 + [429] * 3
+    limited = post(client, body_for(account))
+    assert limited.status_code == 429 and limited.json["error"]["code"] == "rate_limited"
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    assert deliveries(services, account) == 5  # the refused ones stored nothing
+    assert len(enqueued.calls) == 1
+    # Other accounts are not affected.
+    assert post(client, body_for(other)).status_code == 202
+
+
+def test_a_failed_enqueue_is_503_and_the_retry_is_not_a_duplicate(
+    services: Services, enqueued: RecordingEnqueue
+) -> None:
+    account, cid = add_connection(services)
+    broken = True
+
+    def enqueue(connection_id: int, trigger: str, run_id: int | None) -> None:
+        if broken:
+            raise ConnectionError("broker down")
+        enqueued(connection_id, trigger, run_id)
+
+    client = create_app(services.settings, services=services, enqueue=enqueue).test_client()
+    body = body_for(account)
+    response = post(client, body)
+    assert response.status_code == 503 and response.is_json
+    assert deliveries(services, account) == 0
+    broken = False
+    retry = post(client, body)  # the integrator delivers the same event again
+    assert retry.status_code == 202 and retry.json == {"status": "accepted"}
+    assert enqueued.calls == [(cid, "webhook", None)]

@@ -1,0 +1,162 @@
+"""Operability: readiness, metrics, structured logs with context and without secrets, doctor."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from service.app import create_app
+from service.infra import migrate
+from service.infra.logs import configure_logging
+from service.services import Services
+from service.settings import Settings
+from service.sync.runner import run_sync
+from tests.conftest import ROOT, RecordingEnqueue, new_account, settings_env
+from tests.helpers import connect_directly, event_type
+
+
+def app_for(settings: Settings) -> Any:
+    migrate.upgrade(settings.database_url)
+    return create_app(settings, services=Services(settings, enqueue=RecordingEnqueue()))
+
+
+def test_readyz_reports_an_unreachable_broker(make_settings: Callable[..., Settings]) -> None:
+    healthy = app_for(make_settings()).test_client().get("/readyz")
+    assert healthy.status_code == 200 and healthy.json["status"] == "ready"
+    broken = app_for(make_settings(REDIS_URL="redis://127.0.0.1:9/0")).test_client().get("/readyz")
+    assert broken.status_code == 503
+    assert (
+        broken.json["checks"]["broker"].startswith("unreachable")
+        and "broker" in broken.json["reason"]
+    )
+
+
+def test_metrics_count_runs_calls_and_connections(
+    services: Services, sandbox: Any, source: Any
+) -> None:
+    account = new_account()
+    source.store.put_all(account, [event_type(n, account) for n in range(1, 4)])
+    cid = connect_directly(services, sandbox, account)
+    run_sync(services, cid, trigger="manual")
+    body = (
+        create_app(services.settings, services=services)
+        .test_client()
+        .get("/metrics")
+        .get_data(as_text=True)
+    )
+    assert 'linksync_sync_runs_total{outcome="succeeded",trigger="manual"}' in body
+    assert 'linksync_close_calls_total{group="scheduling_link_integration",status="200"}' in body
+    assert 'linksync_connections{status="active"}' in body
+    assert 'linksync_links{state="synced"}' in body
+    assert "linksync_sync_duration_seconds_bucket" in body
+
+
+def test_logs_are_json_with_context_and_no_secrets(
+    services: Services, sandbox: Any, source: Any
+) -> None:
+    stream = io.StringIO()
+    configure_logging("DEBUG", "json")
+    logging.getLogger().handlers[0].stream = stream  # type: ignore[attr-defined]
+    try:
+        account = new_account()
+        source.store.put_all(account, [event_type(1, account, url="/bad"), event_type(2, account)])
+        cid = connect_directly(services, sandbox, account)
+        sandbox.state.expire_access_tokens()
+        app = create_app(services.settings, services=services)
+        from service.infra.logs import bind
+
+        bind(connection_id=cid, account_id=account, task_id="t-1")
+        run_sync(services, cid, trigger="manual")
+        sandbox.state.revoke_grant("user_jane")
+        source.store.update(account, "evt_2", name="changed after the grant was revoked")
+        from service.infra.models import Connection
+
+        with services.db.session() as session:
+            connection = session.get(Connection, cid)
+            assert connection is not None
+            connection.token_refresh_at = connection.token_expires_at = None
+        run_sync(services, cid, trigger="manual")
+        app.test_client().get("/api/v1/accounts/x/connection", headers={"X-Request-Id": "req-42"})
+    finally:
+        from service.infra.logs import clear
+
+        clear()
+        logging.getLogger().handlers.clear()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
+    assert lines, stream.getvalue()[:500]
+    revoked = [line for line in lines if "re-authorization" in line["event"]]
+    assert revoked and revoked[0]["connection_id"] == cid and revoked[0]["account_id"] == account
+    assert all({"timestamp", "level", "event"} <= set(line) for line in lines)
+    text = stream.getvalue()
+    for grant in sandbox.state.grants.values():
+        assert grant.refresh_token not in text
+    for token in sandbox.state.access_tokens:
+        assert token not in text
+
+
+def test_doctor_passes_on_a_healthy_setup_and_fails_loudly(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings()
+    migrate.upgrade(settings.database_url)
+    env = settings_env(settings)
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", "doctor"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "PASS  migrations" in done.stdout and "PASS  close api" in done.stdout
+    env_bad = {
+        **env,
+        "DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:9/none",
+        "SOURCE_URL": "http://127.0.0.1:9",
+    }
+    failed = subprocess.run(
+        [sys.executable, "-m", "service.cli", "doctor"],
+        cwd=ROOT,
+        env=env_bad,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert failed.returncode == 1
+    assert "FAIL  database" in failed.stdout and "FAIL  source" in failed.stdout
+
+
+def test_cli_sync_runs_in_the_foreground_and_prints_counts(
+    make_settings: Callable[..., Settings], sandbox: Any, source: Any
+) -> None:
+    settings = make_settings()
+    migrate.upgrade(settings.database_url)
+    svc = Services(settings, enqueue=RecordingEnqueue())
+    account = new_account()
+    source.store.put_all(account, [event_type(n, account) for n in range(1, 4)])
+    connect_directly(svc, sandbox, account)
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", "sync", account],
+        cwd=ROOT,
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "succeeded - created 3, updated 0, deleted 0, unchanged 0, failed 0" in done.stdout
+    missing = subprocess.run(
+        [sys.executable, "-m", "service.cli", "sync", "no-such-account"],
+        cwd=ROOT,
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 1 and "no connection" in missing.stderr
