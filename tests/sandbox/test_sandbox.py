@@ -298,6 +298,29 @@ def test_revoke_kills_the_whole_grant_and_nothing_else(sandbox: Sandbox) -> None
     assert sandbox.state.calls["oauth:revoke"] == 4
 
 
+def test_revoke_takes_client_credentials_as_form_fields_only(sandbox: Sandbox) -> None:
+    pair = sandbox.issue()
+    basic_only = sandbox.http.post(
+        f"{sandbox.url}/oauth2/revoke/",
+        data={"token": pair["refresh_token"]},
+        auth=(CLIENT_ID, CLIENT_SECRET),
+        timeout=5,
+    )
+    assert basic_only.status_code == 401
+    assert basic_only.json()["error"] == "invalid_client"
+    assert "form fields" in basic_only.json()["error_description"]
+    assert sandbox.api("GET", "/me/", pair["access_token"]).status_code == 200  # still alive
+    wrong_form = sandbox.http.post(
+        f"{sandbox.url}/oauth2/revoke/",
+        data={"token": pair["refresh_token"], "client_id": CLIENT_ID, "client_secret": "x"},
+        auth=(CLIENT_ID, CLIENT_SECRET),  # right Basic credentials do not rescue wrong fields
+        timeout=5,
+    )
+    assert wrong_form.status_code == 401
+    assert sandbox.revoke(pair["refresh_token"]).status_code == 200
+    assert sandbox.api("GET", "/me/", pair["access_token"]).status_code == 401
+
+
 def test_user_revoking_the_app_kills_all_their_grants(sandbox: Sandbox) -> None:
     acme, globex, john = (
         sandbox.issue(),
