@@ -8,7 +8,7 @@ another process (and for humans with curl). Never rate-limited, delayed or fault
 | POST /_sandbox/reset | | everything back to the seeded world |
 | POST /_sandbox/reset-calls | | the counter back to zero |
 | GET, POST /_sandbox/faults | see faults.Faults; `{}` clears | the faults now in force |
-| GET, POST /_sandbox/config | access_token_ttl, rate_limit_per_token, rate_limit_per_org, rate_limits_enabled, latency_ms, code_ttl, clients | the config now in force |
+| GET, POST /_sandbox/config | access_token_ttl, rate_limit_per_token, rate_limit_per_org, rate_limits_enabled, rate_limit_headers (full, none, retry_after_only, body_only, bare), latency_ms, code_ttl, clients | the config now in force |
 | POST /_sandbox/revoke-grant | user_id, client_id? | `{"revoked": n}` |
 | POST /_sandbox/expire-tokens | | `{"expired": n}` |
 | POST /_sandbox/users | orgs: [{id, name}], users: [{id, first_name?, last_name?, email?, organizations, can_manage_customizations?}] | counts |

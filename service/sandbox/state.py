@@ -25,7 +25,7 @@ from typing import Any
 from service.sandbox.errors import OAuthError, SandboxError, not_found, validation_error
 from service.sandbox.faults import ERROR_STATUSES, FaultAction, Faults, parse_faults
 from service.sandbox.links import LinkStore, parse_mapping, parse_unmapping
-from service.sandbox.ratelimit import RateDecision, RateLimiter
+from service.sandbox.ratelimit import HEADER_MODES, HeaderMode, RateDecision, RateLimiter
 
 SANDBOX_CLIENTS = {"linksync-sandbox": "sandbox-secret"}
 SCOPE = "all.full_access offline_access"
@@ -39,6 +39,7 @@ class SandboxConfig:
     rate_limit_per_token: float = 20.0  # requests/s per endpoint group per token
     rate_limit_per_org: float | None = None  # None: three times the per-token limit
     rate_limits_enabled: bool = True
+    rate_limit_headers: HeaderMode = "full"  # what a limited answer says (ratelimit.HEADER_MODES)
     latency_ms: float = 0.0  # added to every API and OAuth token/revoke call
     code_ttl: float = 600.0  # authorization codes
 
@@ -64,6 +65,10 @@ def apply_config(config: SandboxConfig, values: Mapping[str, Any]) -> SandboxCon
         elif key == "rate_limits_enabled":
             if not isinstance(value, bool):
                 raise ValueError("rate_limits_enabled must be true or false")
+            changes[key] = value
+        elif key == "rate_limit_headers":
+            if value not in HEADER_MODES:
+                raise ValueError(f"rate_limit_headers must be one of {', '.join(HEADER_MODES)}")
             changes[key] = value
         elif key == "clients":
             if not isinstance(value, dict) or not all(
@@ -305,6 +310,7 @@ class SandboxState:
                 enabled=self.config.rate_limits_enabled,
                 now=self.clock(),
             )
+            decision = dataclasses.replace(decision, headers_mode=self.config.rate_limit_headers)
             if not decision.allowed:
                 self.calls["429"] += 1
                 self.calls[f"429:{group}"] += 1

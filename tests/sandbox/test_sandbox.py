@@ -645,12 +645,12 @@ def test_a_burst_beyond_the_limit_gets_429_with_headers_and_does_nothing(sandbox
     assert [rate_header(a)["remaining"] for a in answers] == [4, 3, 2, 1, 0, 0, 0, 0]
     first = rate_header(answers[0])
     assert first["limit"] == 5 and first["reset"] == 0.2  # one request back every 1/5 s
-    assert answers[0].headers["RateLimit-Policy"] == "5;w=1"
     assert "Retry-After" not in answers[0].headers
+    # No Close source mentions RateLimit-Policy: the sandbox never sends it.
+    assert not any("ratelimit-policy" in a.headers for a in answers)
 
     refused = answers[-1]
     assert rate_header(refused) == {"limit": 5, "remaining": 0, "reset": 1}
-    assert refused.headers["RateLimit-Policy"] == "5;w=1"
     assert refused.headers["Retry-After"] == "1"
     error = refused.json()["error"]
     assert error["message"] == "API call count exceeded for this period"
@@ -663,6 +663,55 @@ def test_a_burst_beyond_the_limit_gets_429_with_headers_and_does_nothing(sandbox
     sandbox.clock.advance(error["rate_reset"])
     retried = sandbox.api("POST", "/scheduling_link/integration/", access, json=link_body("b7"))
     assert retried.status_code == 200 and rate_header(retried)["remaining"] == 0
+
+
+@pytest.mark.parametrize(
+    ("mode", "rate_limit", "retry_after", "rate_reset"),
+    [
+        ("full", True, True, True),
+        ("none", False, True, True),
+        ("retry_after_only", False, True, False),
+        ("body_only", False, False, True),
+        ("bare", False, False, False),
+    ],
+)
+def test_rate_limit_header_modes(
+    sandbox: Sandbox, mode: str, rate_limit: bool, retry_after: bool, rate_reset: bool
+) -> None:
+    configured = sandbox.control("POST", "config", json={"rate_limit_headers": mode})
+    assert configured.status_code == 200 and configured.json()["rate_limit_headers"] == mode
+    sandbox.state.update_config(rate_limit_per_token=1.0)
+    pair = sandbox.issue()
+    sandbox.clock.freeze()
+    passed, refused = [
+        sandbox.api("GET", "/scheduling_link/", pair["access_token"]) for _ in (1, 2)
+    ]
+    assert (passed.status_code, refused.status_code) == (200, 429)
+    for answer in (passed, refused):
+        assert ("RateLimit" in answer.headers) is rate_limit
+        assert "RateLimit-Policy" not in answer.headers
+    assert "Retry-After" not in passed.headers
+    assert ("Retry-After" in refused.headers) is retry_after
+    error = refused.json()["error"]
+    assert ("rate_reset" in error) is rate_reset
+    assert error["message"] == "API call count exceeded for this period"
+    assert sandbox.state.links() == []
+    # The token endpoint answers the same way.
+    token = sandbox.token(grant_type="refresh_token", refresh_token=pair["refresh_token"])
+    assert token.status_code == 200 and ("RateLimit" in token.headers) is rate_limit
+
+
+def test_rate_limit_headers_setting_is_validated(sandbox: Sandbox) -> None:
+    assert sandbox.state.config.rate_limit_headers == "full"
+    for bad in ("partial", "", None, 1):
+        answer = sandbox.control("POST", "config", json={"rate_limit_headers": bad})
+        assert answer.status_code == 400 and "rate_limit_headers" in answer.json()["error"]
+    with pytest.raises(ValueError, match="rate_limit_headers must be one of full, none"):
+        sandbox.state.update_config(rate_limit_headers="Full")
+    assert sandbox.state.config.rate_limit_headers == "full"
+    sandbox.state.update_config(rate_limit_headers="bare")
+    sandbox.state.reset()
+    assert sandbox.state.config.rate_limit_headers == "full"
 
 
 def test_a_client_pacing_from_the_headers_reaches_the_limit_without_429(
