@@ -85,7 +85,10 @@ def api_blueprint(state: SandboxState) -> Blueprint:
         check(body, required=("source_id", "name", "url"), optional=LINK_OPTIONAL)
         return jsonify(state.upsert_integration(caller(), body))
 
-    @bp.delete("/scheduling_link/integration/<path:source_id>/")
+    # One path segment: `/` never matches inside it, and a `%2F` is decoded before routing, so
+    # "a/b" can never be deleted (the upsert refuses such ids for that reason). Werkzeug decodes
+    # every other escape (space, ?, #, %, unicode, `%2E`) into the id.
+    @bp.delete("/scheduling_link/integration/<source_id>/")
     def delete_integration(source_id: str) -> Response:
         state.delete_integration(caller(), source_id)
         return Response(status=204)

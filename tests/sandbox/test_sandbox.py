@@ -3,10 +3,12 @@ it over real HTTP exactly as a client would, and check what Close would have sto
 
 from __future__ import annotations
 
+import http.client
 import re
 import threading
 import time
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -442,6 +444,82 @@ def test_integration_upsert_is_idempotent_and_delete_is_204_then_404(sandbox: Sa
     assert sandbox.state.links() == []
     assert sandbox.state.calls["POST /scheduling_link/integration/"] == 3
     assert sandbox.state.calls["DELETE /scheduling_link/integration/{source_id}/"] == 2
+
+
+def test_a_source_id_with_a_slash_is_refused(sandbox: Sandbox) -> None:
+    access = sandbox.issue()["access_token"]
+    for source_id in ("a/b", "/", "evt/1/"):
+        answer = sandbox.api(
+            "POST", "/scheduling_link/integration/", access, json=link_body(source_id)
+        )
+        assert answer.status_code == 400, source_id
+        assert set(answer.json()["field-errors"]) == {"source_id"}
+    assert sandbox.state.links() == []
+
+
+def test_the_delete_path_never_matches_a_slash_inside_the_source_id(sandbox: Sandbox) -> None:
+    pair = sandbox.issue()
+    grant = sandbox.state.authenticate(pair["access_token"])
+    # Planted behind the HTTP validation: what a lenient Close would have stored.
+    sandbox.state.upsert_integration(grant, link_body("a/b"))
+    sandbox.state.upsert_integration(grant, link_body("a"))
+    for path in ("a/b/", "a%2Fb/", "a%2fb/"):  # %2F is decoded before routing
+        answer = sandbox.api("DELETE", f"/scheduling_link/integration/{path}", pair["access_token"])
+        assert answer.status_code == 404, path
+        assert "field-errors" not in answer.json()
+    assert sorted(link["source_id"] for link in sandbox.state.links()) == ["a", "a/b"]
+    assert "DELETE /scheduling_link/integration/{source_id}/" not in sandbox.state.calls
+
+
+@pytest.mark.parametrize(
+    "source_id", ["a b?c#d%e.f", "100%", "%2F", "é€ ünï", "a.b", "...", "~!$&'()*+,;=:@"]
+)
+def test_percent_encoded_source_ids_round_trip(sandbox: Sandbox, source_id: str) -> None:
+    access = sandbox.issue()["access_token"]
+    created = sandbox.api(
+        "POST", "/scheduling_link/integration/", access, json=link_body(source_id)
+    )
+    assert created.status_code == 200 and created.json()["source_id"] == source_id
+    path = f"/scheduling_link/integration/{quote(source_id, safe='')}/"
+    assert sandbox.api("DELETE", path, access).status_code == 204
+    assert sandbox.state.links() == []
+
+
+def test_dot_source_ids_are_deleted_with_percent_encoded_dots(sandbox: Sandbox) -> None:
+    """ "." and ".." are valid ids. The sandbox itself does not normalise dot segments, but HTTP
+    clients (urllib3, so requests) remove a literal `/./` or `/../` before sending: a client
+    must send `%2E`, which survives the client and is decoded by the sandbox into the id."""
+    access = sandbox.issue()["access_token"]
+    for source_id in (".", ".."):
+        created = sandbox.api(
+            "POST", "/scheduling_link/integration/", access, json=link_body(source_id)
+        )
+        assert created.status_code == 200
+    # Literal dots: requests turns .../integration/./ into .../integration/ (the route
+    # /scheduling_link/{link_id}/ with link id "integration": 404) and .../integration/../
+    # into /scheduling_link/ (405). Nothing is deleted.
+    literal = sandbox.api("DELETE", "/scheduling_link/integration/./", access)
+    assert literal.request.path_url == "/api/v1/scheduling_link/integration/"
+    assert literal.status_code == 404
+    assert sandbox.api("DELETE", "/scheduling_link/integration/../", access).status_code == 405
+    assert sorted(link["source_id"] for link in sandbox.state.links()) == [".", ".."]
+    # A raw request with literal dots reaches the sandbox as sent and deletes the link.
+    host, port = sandbox.url.removeprefix("http://").split(":")
+    raw = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        raw.request(
+            "DELETE",
+            "/api/v1/scheduling_link/integration/./",
+            headers={"Authorization": f"Bearer {access}"},
+        )
+        assert raw.getresponse().status == 204
+    finally:
+        raw.close()
+    assert [link["source_id"] for link in sandbox.state.links()] == [".."]
+    dots = sandbox.api("DELETE", "/scheduling_link/integration/%2E%2E/", access)
+    assert dots.status_code == 204 and sandbox.state.links() == []
+    again = sandbox.api("DELETE", "/scheduling_link/integration/%2E/", access)
+    assert again.status_code == 404
 
 
 def test_links_of_other_users_orgs_apps_and_manual_ones_are_separate(sandbox: Sandbox) -> None:
