@@ -1,5 +1,6 @@
-"""Close's REST API as this service uses it, under /api/v1: identity, user scheduling links
-(the OAuth-only integration endpoints and the MANUAL ones), shared links and their mappings.
+"""Close's REST API as this service uses it, under /api/v1: identity (`/me/`, `/user/`,
+`/organization/{id}/`), user scheduling links (the OAuth-only integration endpoints and the MANUAL
+ones), shared links and their mappings.
 
 Conventions, as close-api.md states them or Close does elsewhere: trailing slashes; lists as
 `{"data": [...], "has_more": bool}` with `_skip`/`_limit` (default and max 100); 200 with the
@@ -36,7 +37,7 @@ def endpoint_group(path: str) -> str:
         return "scheduling_link"
     if path.startswith("/shared_scheduling_link"):
         return "shared_scheduling_link"
-    return "me"
+    return "me"  # identity: /me/, /user/, /organization/{id}/
 
 
 def route_key(rule: str) -> str:
@@ -76,6 +77,10 @@ def api_blueprint(state: SandboxState) -> Blueprint:
     @bp.get("/user/")
     def org_users() -> Response:
         return listing(*state.org_users(caller(), *paging()))
+
+    @bp.get("/organization/<org_id>/")
+    def organization(org_id: str) -> Response:
+        return jsonify(state.organization(caller(), org_id))
 
     # User scheduling links ---------------------------------------------------------------
 

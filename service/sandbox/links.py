@@ -286,8 +286,20 @@ class LinkStore:
         if self._mappings.pop(key, None) is None:
             raise not_found()
 
-    def mappings(self) -> list[dict[str, Any]]:
-        return [dict(m) for m in self._mappings.values()]
+    def unmap_user(self, org_id: str, user_id: str) -> int:
+        """Remove every mapping of a user in an org (they left it). Returns how many."""
+        stale = [k for k in self._mappings if k[0] == org_id and k[2] == user_id]
+        for key in stale:
+            del self._mappings[key]
+        return len(stale)
+
+    def mapping(self, key: tuple[str, str, str]) -> dict[str, Any] | None:
+        """The mapping of (org, shared link, user), if there is one."""
+        found = self._mappings.get(key)
+        return dict(found) if found is not None else None
+
+    def mappings(self, org_id: str | None = None) -> list[dict[str, Any]]:
+        return [dict(m) for k, m in self._mappings.items() if org_id is None or k[0] == org_id]
 
     def _shared_in(self, org_id: str, shared_id: str) -> Link:
         shared = self._shared.get(shared_id)

@@ -16,6 +16,7 @@ from service.sandbox.validation import url_problem
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 GRANT_TYPES = ("authorization_code", "refresh_token")
+DEFAULT_CONSENT_USER = "user_jane"  # preselected, so a flow that only clicks Approve is Jane's
 AUTHORIZE_PARAMS = ("client_id", "response_type", "redirect_uri", "state")
 Answer = Response | tuple[str, int]
 
@@ -47,7 +48,7 @@ def oauth_blueprint(state: SandboxState) -> Blueprint:
             memberships={
                 u.id: ", ".join(names[o] for o in u.organizations if o in names) for u in users
             },
-            selected_user=request.form.get("user_id", ""),
+            selected_user=request.form.get("user_id", DEFAULT_CONSENT_USER),
             selected_org=request.form.get("organization_id", ""),
             error=error,
         )

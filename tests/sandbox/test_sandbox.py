@@ -52,8 +52,16 @@ def test_consent_page_offers_users_organizations_and_both_decisions(sandbox: San
     html = page.text
     assert "<title>Authorize application · Close (sandbox)</title>" in html
     assert '<select id="user_id" name="user_id">' in html
-    for user in ("user_jane", "user_john", "user_ann"):
-        assert f'<option value="{user}"' in html
+    options = re.findall(r'<option value="(\w+)" ?(selected)?', html)
+    assert options == [
+        ("user_jane", "selected"),  # the default: a flow that only clicks Approve is Jane's
+        ("user_john", ""),
+        ("user_bob", ""),
+        ("user_carol", ""),
+        ("user_dave", ""),
+        ("user_erin", ""),
+        ("user_ann", ""),
+    ]
     radios = re.findall(r'<input type="radio" name="organization_id" value="(\w+)"', html)
     assert radios == ["orga_acme", "orga_globex"]
     assert '<button type="submit" name="decision" value="approve">Approve</button>' in html
@@ -94,6 +102,8 @@ def test_code_flow_exchange_and_single_use_code(sandbox: Sandbox) -> None:
         {"id": "orga_acme", "name": "Acme Inc."},
         {"id": "orga_globex", "name": "Globex Corp."},
     ]
+    assert [m["organization_id"] for m in me["memberships"]] == ["orga_acme", "orga_globex"]
+    assert "organization_id" not in me  # the token response says which org
     again = sandbox.token(grant_type="authorization_code", code=code, redirect_uri=REDIRECT)
     assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
     assert sandbox.state.calls["oauth:authorization_code"] == 2
@@ -350,9 +360,20 @@ def test_org_users_lists_the_members_of_the_token_org(sandbox: Sandbox) -> None:
     assert [(u["id"], u["email"]) for u in answer["data"]] == [
         ("user_jane", "jane@acme.com"),
         ("user_john", "john@acme.com"),
+        ("user_bob", "bob@acme.com"),
+        ("user_carol", "carol@acme.com"),
+        ("user_dave", "dave@acme.com"),
+        ("user_erin", "erin@acme.com"),
     ]
+    assert answer["data"][0]["organizations"] == ["orga_acme", "orga_globex"]
+    assert answer["data"][1]["organizations"] == ["orga_acme"]
     globex = sandbox.api("GET", "/user/", sandbox.issue("user_ann", "orga_globex")["access_token"])
     assert {u["id"] for u in globex.json()["data"]} == {"user_jane", "user_ann"}
+    page = sandbox.api(
+        "GET", "/user/", sandbox.issue()["access_token"], params={"_skip": 4, "_limit": 4}
+    ).json()
+    assert [u["id"] for u in page["data"]] == ["user_dave", "user_erin"]
+    assert page["has_more"] is False
 
 
 # Scheduling links ------------------------------------------------------------------------------
@@ -655,17 +676,20 @@ def test_shared_links_need_manage_customizations(sandbox: Sandbox) -> None:
         "orga_acme",
     )
     path = f"/shared_scheduling_link/{shared['id']}/"
-    assert sandbox.api("GET", path, john).json()["name"] == "30-min intro"  # reading is fine
+    # Reading needs the permission too (close-api.md: the whole endpoint family does).
+    assert sandbox.api("GET", path, john).status_code == 403
+    assert sandbox.api("GET", "/shared_scheduling_link/", john).status_code == 403
     assert sandbox.api("PUT", path, john, json={"name": "x"}).status_code == 403
     assert sandbox.api("DELETE", path, john).status_code == 403
+    assert sandbox.api("GET", path, jane).json()["name"] == "30-min intro"
     renamed = sandbox.api("PUT", path, jane, json={"name": "Demo: Q&A!"}).json()
     assert renamed["template_tag"] == "demo_q_a"
     invalid = sandbox.api("POST", "/shared_scheduling_link/", jane, json={"name": ""})
     assert invalid.status_code == 400 and "name" in invalid.json()["field-errors"]
-    listed = sandbox.api("GET", "/shared_scheduling_link/", john).json()
+    listed = sandbox.api("GET", "/shared_scheduling_link/", jane).json()
     assert [s["id"] for s in listed["data"]] == [shared["id"]] and listed["has_more"] is False
-    ann = sandbox.issue("user_ann", "orga_globex")["access_token"]
-    assert sandbox.api("GET", path, ann).status_code == 404  # another org's link
+    jane_globex = sandbox.issue(org="orga_globex")["access_token"]
+    assert sandbox.api("GET", path, jane_globex).status_code == 404  # another org's link
     assert sandbox.api("DELETE", path, jane).json() == {}
     assert sandbox.api("GET", path, jane).status_code == 404
 
