@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import random
 import secrets
 import threading
@@ -21,8 +22,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from service.sandbox import persistence
 from service.sandbox.directory import (
     MANAGE_CUSTOMIZATIONS,
     Directory,
@@ -126,7 +129,10 @@ class SandboxState:
         config: SandboxConfig | None = None,
         seed: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        state_path: str | os.PathLike[str] | None = None,
     ) -> None:
+        """`state_path`: a JSON file the world is loaded from now (if it exists) and saved to
+        by `save()` (the app calls it after every mutating request); None keeps it in memory."""
         self._initial = copy.deepcopy(config or SandboxConfig())
         self._seed = seed
         self.clock = clock
@@ -134,7 +140,11 @@ class SandboxState:
         self.rng = random.Random(seed)  # noqa: S311 - fault injection, not security
         self.calls: Counter[str] = Counter()
         self._limiter = RateLimiter()
+        self.state_path = Path(state_path) if state_path is not None else None
+        self._save_lock = threading.Lock()  # saves in order: the last one written is the newest
         self.reset()
+        if self.state_path is not None:
+            self.load()
 
     # Seed data, reset, directory ---------------------------------------------------------
 
@@ -674,3 +684,64 @@ class SandboxState:
                 "faults": self.faults.to_dict(),
                 "config": dataclasses.asdict(self.config),
             }
+
+    # Persistence (dev) -------------------------------------------------------------------
+
+    @property
+    def persists(self) -> bool:
+        return self.state_path is not None
+
+    def save(self) -> None:
+        """Write the world to `state_path` (atomically); nothing without one. Config, faults,
+        rate buckets, call counts and pending authorization codes are not saved."""
+        if self.state_path is None:
+            return
+        with self._save_lock:
+            persistence.write_atomically(self.state_path, self.export())
+
+    def load(self) -> bool:
+        """Replace the world with the one saved at `state_path`, if there is one. Returns
+        whether a file was loaded; ValueError if it cannot be read."""
+        if self.state_path is None:
+            return False
+        data = persistence.read(self.state_path)
+        if data is None:
+            return False
+        try:
+            self.restore(data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{self.state_path}: broken sandbox state ({exc!r})") from None
+        return True
+
+    def export(self) -> dict[str, Any]:
+        """Users, orgs, memberships, grants with their tokens, links, shared links and mappings
+        as JSON-able data. Token expiry is kept as wall-clock time (the state's clock is
+        monotonic, which means nothing in another process)."""
+        with self.lock:
+            now, wall = self.clock(), time.time()
+            return {
+                "directory": self._directory.to_data(),
+                "grants": [dataclasses.asdict(g) for g in self.grants.values()],
+                "access_tokens": [
+                    {"token": token, "grant_id": grant_id, "expires_at": wall + (expiry - now)}
+                    for token, (grant_id, expiry) in self.access_tokens.items()
+                ],
+                "links": self._links.to_data(),
+            }
+
+    def restore(self, data: Mapping[str, Any]) -> None:
+        """The world `export()` gave; config, faults and counters stay as they are."""
+        directory = Directory.from_data(data["directory"])
+        grants = {g["id"]: Grant(**g) for g in data["grants"]}
+        links = LinkStore.from_data(data["links"])
+        with self.lock:
+            now, wall = self.clock(), time.time()
+            self._directory = directory
+            self.grants = grants
+            self.refresh_index = {g.refresh_token: g.id for g in grants.values() if not g.revoked}
+            self.access_tokens = {
+                t["token"]: (t["grant_id"], now + (float(t["expires_at"]) - wall))
+                for t in data["access_tokens"]
+            }
+            self.codes = {}
+            self._links = links
