@@ -395,3 +395,15 @@ def test_another_member_consents_and_gets_their_own_token(sandbox: Sandbox) -> N
     refused = sandbox.consent(user="user_erin", org="orga_globex")
     assert refused.status_code == 400 and "Erin Black is not a member" in refused.text
     assert '<option value="user_erin" selected>' in refused.text  # her choice is kept
+
+
+def test_a_token_dies_with_its_membership_however_it_was_removed(sandbox: Sandbox) -> None:
+    acme, globex = sandbox.issue(), sandbox.issue(org="orga_globex")
+    # Replacing the user without Acme leaves the grant un-revoked: the token still stops.
+    sandbox.state.add_user("user_jane", "Jane", "Doe", "jane@acme.com", ["orga_globex"], True)
+    for path in ("/me/", "/scheduling_link/", "/shared_scheduling_link/"):
+        answer = sandbox.api("GET", path, acme["access_token"])
+        assert answer.status_code == 401 and "not a member" in answer.json()["error"], path
+    gone = sandbox.token(grant_type="refresh_token", refresh_token=acme["refresh_token"])
+    assert gone.json()["error"] == "invalid_grant"
+    assert sandbox.api("GET", "/shared_scheduling_link/", globex["access_token"]).status_code == 200
