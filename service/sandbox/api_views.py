@@ -1,5 +1,6 @@
-"""Close's REST API as this service uses it, under /api/v1: identity, user scheduling links
-(the OAuth-only integration endpoints and the MANUAL ones), shared links and their mappings.
+"""Close's REST API as this service uses it, under /api/v1: identity (`/me/`, `/user/`,
+`/organization/{id}/`), user scheduling links (the OAuth-only integration endpoints and the MANUAL
+ones), shared links and their mappings.
 
 Conventions, as close-api.md states them or Close does elsewhere: trailing slashes; lists as
 `{"data": [...], "has_more": bool}` with `_skip`/`_limit` (default and max 100); 200 with the
@@ -36,7 +37,7 @@ def endpoint_group(path: str) -> str:
         return "scheduling_link"
     if path.startswith("/shared_scheduling_link"):
         return "shared_scheduling_link"
-    return "me"
+    return "me"  # identity: /me/, /user/, /organization/{id}/
 
 
 def route_key(rule: str) -> str:
@@ -77,6 +78,10 @@ def api_blueprint(state: SandboxState) -> Blueprint:
     def org_users() -> Response:
         return listing(*state.org_users(caller(), *paging()))
 
+    @bp.get("/organization/<org_id>/")
+    def organization(org_id: str) -> Response:
+        return jsonify(state.organization(caller(), org_id))
+
     # User scheduling links ---------------------------------------------------------------
 
     @bp.post("/scheduling_link/integration/")
@@ -85,7 +90,10 @@ def api_blueprint(state: SandboxState) -> Blueprint:
         check(body, required=("source_id", "name", "url"), optional=LINK_OPTIONAL)
         return jsonify(state.upsert_integration(caller(), body))
 
-    @bp.delete("/scheduling_link/integration/<path:source_id>/")
+    # One path segment: `/` never matches inside it, and a `%2F` is decoded before routing, so
+    # "a/b" can never be deleted (the upsert refuses such ids for that reason). Werkzeug decodes
+    # every other escape (space, ?, #, %, unicode, `%2E`) into the id.
+    @bp.delete("/scheduling_link/integration/<source_id>/")
     def delete_integration(source_id: str) -> Response:
         state.delete_integration(caller(), source_id)
         return Response(status=204)

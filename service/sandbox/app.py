@@ -18,6 +18,7 @@ from service.sandbox.state import SandboxState
 from service.sandbox.traffic import finish
 
 JSON_PATHS = ("/api/", "/oauth2/token", "/oauth2/revoke", "/_sandbox/")
+READ_ONLY_METHODS = ("GET", "HEAD", "OPTIONS")
 MAX_BODY_BYTES = 1024 * 1024
 
 
@@ -31,6 +32,19 @@ def create_sandbox_app(state: SandboxState | None = None) -> Flask:
     app.register_blueprint(api_blueprint(state))
     app.register_blueprint(control_blueprint(state))
     app.after_request(finish)
+
+    if state.persists:
+
+        @app.after_request
+        def save_state(response: Response) -> Response:
+            """Dev persistence: every request that may have changed the world saves it. A
+            failed save is logged, not answered: the world in memory is still right."""
+            if request.method not in READ_ONLY_METHODS:
+                try:
+                    state.save()
+                except OSError:
+                    app.logger.exception("could not save the sandbox state")
+            return response
 
     @app.errorhandler(SandboxError)
     def close_error(exc: SandboxError) -> Response:

@@ -3,15 +3,18 @@ another process (and for humans with curl). Never rate-limited, delayed or fault
 
 | endpoint | body | answer |
 |---|---|---|
-| GET /_sandbox/state | | orgs, users, links, shared links, mappings, grant counts, faults, config |
+| GET /_sandbox/state | | orgs, users, memberships, links, shared links, mappings, grant counts, faults, config |
+| GET /_sandbox/orgs/{org_id} | | the team: organization, members (user, membership, active_grants, links), shared_links (each with its associations) |
 | GET /_sandbox/calls | | the call counter (`SandboxState.calls`) |
 | POST /_sandbox/reset | | everything back to the seeded world |
 | POST /_sandbox/reset-calls | | the counter back to zero |
 | GET, POST /_sandbox/faults | see faults.Faults; `{}` clears | the faults now in force |
-| GET, POST /_sandbox/config | access_token_ttl, rate_limit_per_token, rate_limit_per_org, rate_limits_enabled, latency_ms, code_ttl, clients | the config now in force |
-| POST /_sandbox/revoke-grant | user_id, client_id? | `{"revoked": n}` |
+| GET, POST /_sandbox/config | access_token_ttl, rate_limit_per_token, rate_limit_per_org, rate_limits_enabled, rate_limit_headers (full, none, retry_after_only, body_only, bare), latency_ms, code_ttl, clients | the config now in force |
+| POST /_sandbox/revoke-grant | user_id, client_id?, organization_id? | `{"revoked": n}` |
 | POST /_sandbox/expire-tokens | | `{"expired": n}` |
-| POST /_sandbox/users | orgs: [{id, name}], users: [{id, first_name?, last_name?, email?, organizations, can_manage_customizations?}] | counts |
+| POST /_sandbox/users | orgs: [{id, name}], users: [{id, first_name?, last_name?, email?, organizations, can_manage_customizations?, permissions_granted?}] | counts |
+| DELETE /_sandbox/users/{user_id}[?organization_id=] | | `{"revoked": n}`: the user leaves that org (or Close); their grants there die |
+| POST /_sandbox/users/{user_id}/permissions | organization_id, permissions_granted: [...] | the membership |
 | POST /_sandbox/issue-tokens | user_id, organization_id, client_id? | a token response |
 | POST /_sandbox/manual-links | user_id, organization_id, name, url, description?, duration_in_minutes?, source? | the link |
 | DELETE /_sandbox/links/{link_id} | | 204, or 404 (a human deletes a link in Close) |
@@ -25,6 +28,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
+from service.sandbox.directory import UnknownError
 from service.sandbox.state import SandboxState
 
 
@@ -39,9 +43,17 @@ def control_blueprint(state: SandboxState) -> Blueprint:
     def bad_input(exc: ValueError) -> tuple[Response, int]:
         return jsonify({"error": str(exc)}), 400
 
+    @bp.errorhandler(UnknownError)
+    def unknown(exc: UnknownError) -> tuple[Response, int]:
+        return jsonify({"error": str(exc)}), 404
+
     @bp.get("/state")
     def inspect_state() -> Response:
         return jsonify(state.snapshot())
+
+    @bp.get("/orgs/<org_id>")
+    def inspect_team(org_id: str) -> Response:
+        return jsonify(state.team(org_id))
 
     @bp.get("/calls")
     def inspect_calls() -> Response:
@@ -73,10 +85,12 @@ def control_blueprint(state: SandboxState) -> Blueprint:
     @bp.post("/revoke-grant")
     def revoke_grant() -> Response:
         data = body()
-        client_id = data.get("client_id")
-        return jsonify(
-            {"revoked": state.revoke_grant(text(data, "user_id"), str(client_id or "") or None)}
+        revoked = state.revoke_grant(
+            text(data, "user_id"),
+            optional_text(data, "client_id"),
+            optional_text(data, "organization_id"),
         )
+        return jsonify({"revoked": revoked})
 
     @bp.post("/expire-tokens")
     def expire_tokens() -> Response:
@@ -105,8 +119,24 @@ def control_blueprint(state: SandboxState) -> Blueprint:
                 str(user.get("email") or f"{user_id}@example.com"),
                 memberships,
                 bool(user.get("can_manage_customizations", False)),
+                permissions=user.get("permissions_granted"),
             )
         return jsonify({"orgs": len(orgs), "users": len(users)})
+
+    @bp.delete("/users/<user_id>")
+    def remove_user(user_id: str) -> Response:
+        org_id = request.args.get("organization_id") or None
+        return jsonify({"revoked": state.remove_user(user_id, org_id)})
+
+    @bp.post("/users/<user_id>/permissions")
+    def set_permissions(user_id: str) -> Response:
+        data = body()
+        if "permissions_granted" not in data:
+            raise ControlError("permissions_granted is required (a list of permission names)")
+        membership = state.set_permissions(
+            user_id, text(data, "organization_id"), data["permissions_granted"]
+        )
+        return jsonify(membership.public())
 
     @bp.post("/issue-tokens")
     def issue_tokens() -> Response:
@@ -150,6 +180,15 @@ def body() -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ControlError("the body must be a JSON object")
     return data
+
+
+def optional_text(data: dict[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ControlError(f"{key} must be a string")
+    return value
 
 
 def text(data: Any, key: str) -> str:

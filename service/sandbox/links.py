@@ -153,12 +153,7 @@ class LinkStore:
             return False
         self._by_owner.get((link["user_id"], link["organization_id"]), {}).pop(link_id, None)
         if link["source"] == "THIRD_PARTY":
-            key = (
-                link["user_id"],
-                link["organization_id"],
-                link["oauth_client_id"],
-                link["source_id"],
-            )
+            key = _integration_key(link)
             if self._integration.get(key) == link_id:
                 del self._integration[key]
         for stale in [
@@ -199,9 +194,12 @@ class LinkStore:
             "date_updated": now,
         }
         link.update(values)
-        self._links[link["id"]] = link
-        self._by_owner.setdefault((user_id, org_id), {})[link["id"]] = None
+        self._keep(link)
         return link
+
+    def _keep(self, link: Link) -> None:
+        self._links[link["id"]] = link
+        self._by_owner.setdefault((link["user_id"], link["organization_id"]), {})[link["id"]] = None
 
     def _owned(self, user_id: str, org_id: str, link_id: str) -> Link:
         link = self._links.get(link_id)
@@ -279,21 +277,61 @@ class LinkStore:
             "user_id": request.user_id,
             request.target: request.value,
         }
-        self._mappings[(request.org_id, request.shared_id, request.user_id)] = mapping
+        self._mappings[_mapping_key(mapping)] = mapping
         return dict(mapping)
 
     def unmap(self, key: tuple[str, str, str]) -> None:
         if self._mappings.pop(key, None) is None:
             raise not_found()
 
-    def mappings(self) -> list[dict[str, Any]]:
-        return [dict(m) for m in self._mappings.values()]
+    def unmap_user(self, org_id: str, user_id: str) -> int:
+        """Remove every mapping of a user in an org (they left it). Returns how many."""
+        stale = [k for k in self._mappings if k[0] == org_id and k[2] == user_id]
+        for key in stale:
+            del self._mappings[key]
+        return len(stale)
+
+    def mapping(self, key: tuple[str, str, str]) -> dict[str, Any] | None:
+        """The mapping of (org, shared link, user), if there is one."""
+        found = self._mappings.get(key)
+        return dict(found) if found is not None else None
+
+    def mappings(self, org_id: str | None = None) -> list[dict[str, Any]]:
+        return [dict(m) for k, m in self._mappings.items() if org_id is None or k[0] == org_id]
+
+    # Persistence -------------------------------------------------------------------------
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "links": [dict(link) for link in self._links.values()],  # oldest first
+            "shared": [dict(s) for s in self._shared.values()],
+            "mappings": self.mappings(),
+        }
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> LinkStore:
+        store = cls()
+        for link in data["links"]:
+            store._keep(dict(link))
+            if link["source"] == "THIRD_PARTY":
+                store._integration[_integration_key(link)] = link["id"]
+        store._shared = {s["id"]: dict(s) for s in data["shared"]}
+        store._mappings = {_mapping_key(m): dict(m) for m in data["mappings"]}
+        return store
 
     def _shared_in(self, org_id: str, shared_id: str) -> Link:
         shared = self._shared.get(shared_id)
         if shared is None or shared["organization_id"] != org_id:
             raise not_found()
         return shared
+
+
+def _integration_key(link: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    return (link["user_id"], link["organization_id"], link["oauth_client_id"], link["source_id"])
+
+
+def _mapping_key(mapping: Mapping[str, Any]) -> tuple[str, str, str]:
+    return (mapping["organization_id"], mapping["shared_scheduling_link_id"], mapping["user_id"])
 
 
 def _check_shared(fields: Mapping[str, Any], *, partial: bool) -> None:

@@ -16,6 +16,7 @@ from service.sandbox.validation import url_problem
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 GRANT_TYPES = ("authorization_code", "refresh_token")
+DEFAULT_CONSENT_USER = "user_jane"  # preselected, so a flow that only clicks Approve is Jane's
 AUTHORIZE_PARAMS = ("client_id", "response_type", "redirect_uri", "state")
 Answer = Response | tuple[str, int]
 
@@ -47,7 +48,7 @@ def oauth_blueprint(state: SandboxState) -> Blueprint:
             memberships={
                 u.id: ", ".join(names[o] for o in u.organizations if o in names) for u in users
             },
-            selected_user=request.form.get("user_id", ""),
+            selected_user=request.form.get("user_id", DEFAULT_CONSENT_USER),
             selected_org=request.form.get("organization_id", ""),
             error=error,
         )
@@ -122,9 +123,16 @@ def oauth_blueprint(state: SandboxState) -> Blueprint:
     def revoke() -> Response:
         state.count("oauth:revoke")
         hold(state, "oauth")
-        client_id = authenticated_client()
+        client_id = form_client()
         if client_id is None:
-            return oauth_error(OAuthError("invalid_client", "Client authentication failed.", 401))
+            return oauth_error(
+                OAuthError(
+                    "invalid_client",
+                    "Client authentication failed: send client_id and client_secret as form "
+                    "fields (HTTP Basic is not accepted here).",
+                    401,
+                )
+            )
         token = request.form.get("token", "")
         refused = admit(state, "oauth", *state.oauth_subject(client_id, "revoke", token))
         if refused is not None:
@@ -135,18 +143,23 @@ def oauth_blueprint(state: SandboxState) -> Blueprint:
     # Helpers -----------------------------------------------------------------------------
 
     def authenticated_client() -> str | None:
-        """The client_id, if the form fields or HTTP Basic credentials are right."""
-        client_id, secret = request.form.get("client_id"), request.form.get("client_secret")
+        """The client_id, if the form fields or HTTP Basic credentials are right (token
+        endpoint)."""
         header = request.headers.get("Authorization", "")
-        if header[:6].lower() == "basic ":
-            try:
-                decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
-            except (binascii.Error, UnicodeDecodeError):
-                return None
-            client_id, _, secret = decoded.partition(":")
-        if client_id and state.client_ok(client_id, secret):
-            return client_id
-        return None
+        if header[:6].lower() != "basic ":
+            return form_client()
+        try:
+            decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        client_id, _, secret = decoded.partition(":")
+        return client_id if client_id and state.client_ok(client_id, secret) else None
+
+    def form_client() -> str | None:
+        """The client_id, if the `client_id` and `client_secret` form fields are right. Close
+        documents revocation with form fields only; an Authorization header is ignored."""
+        client_id, secret = request.form.get("client_id"), request.form.get("client_secret")
+        return client_id if client_id and state.client_ok(client_id, secret) else None
 
     return bp
 

@@ -5,6 +5,19 @@ Each bucket is a token bucket (equivalent to GCRA) holding at most `limit` reque
 refilling at `limit` per second: a burst of `limit` passes, and a client pacing itself at the
 limit is never refused, which a hard fixed window cannot promise. Not thread-safe on its own: the
 state calls it under its lock.
+
+What a limited answer says about the limit depends on the header mode (close-api.md: Close
+documents a `RateLimit` header, `Retry-After` and the deprecated `rate_reset` in the 429 body, and
+a public integration saw no `RateLimit` header at all; no source mentions `RateLimit-Policy`, so
+the sandbox never sends it):
+
+| mode | RateLimit header (every answer) | Retry-After (429) | rate_reset in the 429 body |
+|---|---|---|---|
+| full (default) | yes | yes | yes |
+| none | no | yes | yes |
+| retry_after_only | no | yes | no |
+| body_only | no | no | yes |
+| bare | no | no | no |
 """
 
 from __future__ import annotations
@@ -14,6 +27,15 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Scope = Literal["key", "organization"]
+HeaderMode = Literal["full", "none", "retry_after_only", "body_only", "bare"]
+# mode: (RateLimit header, Retry-After on a 429, rate_reset in the 429 body)
+HEADER_MODES: dict[str, tuple[bool, bool, bool]] = {
+    "full": (True, True, True),
+    "none": (False, True, True),
+    "retry_after_only": (False, True, False),
+    "body_only": (False, False, True),
+    "bare": (False, False, False),
+}
 _SWEEP_ABOVE = 20_000  # buckets; idle (full) ones are forgotten beyond that
 _EPSILON = 1e-9  # float slack: a client that waited exactly what it was told gets through
 
@@ -48,28 +70,35 @@ class RateDecision:
     retry_after: float = 0.0  # seconds until this request would pass (refused only)
     refused_by: Scope | None = None
     refused_limit: float = 0.0
+    headers_mode: HeaderMode = "full"
 
     def headers(self) -> dict[str, str]:
-        headers = {
-            "RateLimit": f"limit={_num(self.limit)}, remaining={self.remaining}, "
-            f"reset={_num(self.reset)}",
-            "RateLimit-Policy": f"{_num(self.limit)};w=1",
-        }
-        if not self.allowed:
+        """The rate-limit headers of this answer, as the header mode allows."""
+        rate_limit, retry_after, _ = HEADER_MODES[self.headers_mode]
+        headers = {}
+        if rate_limit:
+            headers["RateLimit"] = (
+                f"limit={_num(self.limit)}, remaining={self.remaining}, reset={_num(self.reset)}"
+            )
+        if retry_after and not self.allowed:
             headers["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
         return headers
 
     def body(self) -> dict[str, Any]:
-        """The deprecated JSON form of a 429 that Close still sends."""
-        return {
-            "error": {
-                "rate_reset": max(math.ceil(round(self.retry_after * 1000, 6)) / 1000, 0.001),
-                "message": "API call count exceeded for this period",
-                "rate_limit": self.refused_limit,
-                "rate_window": 1,
-                "rate_limit_type": self.refused_by,
-            }
+        """The JSON body of a 429: the deprecated form Close still sends, with `rate_reset`
+        unless the header mode leaves it out."""
+        error: dict[str, Any] = {
+            "message": "API call count exceeded for this period",
+            "rate_limit": self.refused_limit,
+            "rate_window": 1,
+            "rate_limit_type": self.refused_by,
         }
+        if HEADER_MODES[self.headers_mode][2]:
+            error = {
+                "rate_reset": max(math.ceil(round(self.retry_after * 1000, 6)) / 1000, 0.001),
+                **error,
+            }
+        return {"error": error}
 
 
 class RateLimiter:

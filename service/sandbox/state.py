@@ -6,13 +6,15 @@ tokens, revocation of a whole grant, THIRD_PARTY links keyed by (user, org, OAut
 source_id), per-group rate limits per token and (3x) per organization. One `threading.Lock`
 guards everything (the link store and rate buckets included); public methods take it,
 `_private` ones expect it held, and nothing sleeps under it. The HTTP layer only translates:
-who may do what is decided here, what links are is `links.py`.
+who may do what is decided here, who people are (users, orgs, memberships and their
+permissions) is `directory.py`, what links are is `links.py`.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import random
 import secrets
 import threading
@@ -20,12 +22,21 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from service.sandbox import persistence
+from service.sandbox.directory import (
+    MANAGE_CUSTOMIZATIONS,
+    Directory,
+    Membership,
+    Org,
+    User,
+)
 from service.sandbox.errors import OAuthError, SandboxError, not_found, validation_error
 from service.sandbox.faults import ERROR_STATUSES, FaultAction, Faults, parse_faults
 from service.sandbox.links import LinkStore, parse_mapping, parse_unmapping
-from service.sandbox.ratelimit import RateDecision, RateLimiter
+from service.sandbox.ratelimit import HEADER_MODES, HeaderMode, RateDecision, RateLimiter
 
 SANDBOX_CLIENTS = {"linksync-sandbox": "sandbox-secret"}
 SCOPE = "all.full_access offline_access"
@@ -39,6 +50,7 @@ class SandboxConfig:
     rate_limit_per_token: float = 20.0  # requests/s per endpoint group per token
     rate_limit_per_org: float | None = None  # None: three times the per-token limit
     rate_limits_enabled: bool = True
+    rate_limit_headers: HeaderMode = "full"  # what a limited answer says (ratelimit.HEADER_MODES)
     latency_ms: float = 0.0  # added to every API and OAuth token/revoke call
     code_ttl: float = 600.0  # authorization codes
 
@@ -65,6 +77,10 @@ def apply_config(config: SandboxConfig, values: Mapping[str, Any]) -> SandboxCon
             if not isinstance(value, bool):
                 raise ValueError("rate_limits_enabled must be true or false")
             changes[key] = value
+        elif key == "rate_limit_headers":
+            if value not in HEADER_MODES:
+                raise ValueError(f"rate_limit_headers must be one of {', '.join(HEADER_MODES)}")
+            changes[key] = value
         elif key == "clients":
             if not isinstance(value, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) and k and v for k, v in value.items()
@@ -80,33 +96,6 @@ def _positive(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise ValueError(f"{name} must be a number > 0")
     return float(value)
-
-
-@dataclass
-class Org:
-    id: str
-    name: str
-
-    def public(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name}
-
-
-@dataclass
-class User:
-    id: str
-    first_name: str
-    last_name: str
-    email: str
-    organizations: list[str]
-    can_manage_customizations: bool = False
-
-    def public(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "first_name": self.first_name,
-            "last_name": self.last_name,
-            "email": self.email,
-        }
 
 
 @dataclass
@@ -140,7 +129,10 @@ class SandboxState:
         config: SandboxConfig | None = None,
         seed: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        state_path: str | os.PathLike[str] | None = None,
     ) -> None:
+        """`state_path`: a JSON file the world is loaded from now (if it exists) and saved to
+        by `save()` (the app calls it after every mutating request); None keeps it in memory."""
         self._initial = copy.deepcopy(config or SandboxConfig())
         self._seed = seed
         self.clock = clock
@@ -148,7 +140,11 @@ class SandboxState:
         self.rng = random.Random(seed)  # noqa: S311 - fault injection, not security
         self.calls: Counter[str] = Counter()
         self._limiter = RateLimiter()
+        self.state_path = Path(state_path) if state_path is not None else None
+        self._save_lock = threading.Lock()  # saves in order: the last one written is the newest
         self.reset()
+        if self.state_path is not None:
+            self.load()
 
     # Seed data, reset, directory ---------------------------------------------------------
 
@@ -160,28 +156,22 @@ class SandboxState:
             self.rng.seed(self._seed)
             self.calls.clear()
             self._limiter.clear()
-            self.orgs: dict[str, Org] = {}
-            self.users: dict[str, User] = {}
+            self._directory = Directory.seeded()
             self.codes: dict[str, AuthCode] = {}
             self.grants: dict[str, Grant] = {}
             self.refresh_index: dict[str, str] = {}  # refresh token -> grant id
             self.access_tokens: dict[str, tuple[str, float]] = {}  # token -> (grant id, expiry)
             self._links = LinkStore()
-            self._add_org("orga_acme", "Acme Inc.")
-            self._add_org("orga_globex", "Globex Corp.")
-            self._add_user(
-                "user_jane", "Jane", "Doe", "jane@acme.com", ["orga_acme", "orga_globex"], True
-            )
-            self._add_user("user_john", "John", "Smith", "john@acme.com", ["orga_acme"], False)
-            self._add_user("user_ann", "Ann", "Lee", "ann@globex.com", ["orga_globex"], False)
 
     def reset_calls(self) -> None:
         with self.lock:
             self.calls.clear()
 
+    # Organizations and users -------------------------------------------------------------
+
     def add_org(self, org_id: str, name: str) -> None:
         with self.lock:
-            self._add_org(org_id, name)
+            self._directory.add_org(org_id, name)
 
     def add_user(
         self,
@@ -191,56 +181,88 @@ class SandboxState:
         email: str,
         org_ids: Iterable[str],
         can_manage_customizations: bool = False,
+        *,
+        permissions: Iterable[str] | None = None,
     ) -> None:
-        """Add or replace a user; organizations not known yet are created, named by their id."""
+        """Add or replace a user, a member of `org_ids` (unknown ones are created, named by
+        their id) with the same permissions in each: `permissions` if given, otherwise Manage
+        Customizations or nothing. ValueError for an email another user has."""
+        if permissions is None:
+            permissions = [MANAGE_CUSTOMIZATIONS] if can_manage_customizations else []
         with self.lock:
-            self._add_user(
-                user_id, first_name, last_name, email, list(org_ids), can_manage_customizations
-            )
+            self._directory.add_user(user_id, first_name, last_name, email, org_ids, permissions)
 
-    def _add_org(self, org_id: str, name: str) -> None:
-        self.orgs[org_id] = Org(org_id, name)
+    def remove_user(self, user_id: str, org_id: str | None = None) -> int:
+        """The user leaves `org_id` (None: Close altogether): their grants there die with all
+        their tokens and their shared-link mappings there go; their links stay, as Close keeps
+        a former member's data. Returns how many grants died; UnknownError if not a member."""
+        with self.lock:
+            left = self._directory.remove_member(user_id, org_id)
+            victims = self._live_grants(user_id, org_ids=left)
+            for grant in victims:
+                self._revoke(grant)
+            for org in left:
+                self._links.unmap_user(org, user_id)
+            return len(victims)
 
-    def _add_user(
-        self,
-        user_id: str,
-        first_name: str,
-        last_name: str,
-        email: str,
-        org_ids: list[str],
-        can_manage_customizations: bool,
-    ) -> None:
-        for org_id in org_ids:
-            if org_id not in self.orgs:
-                self._add_org(org_id, org_id)
-        self.users[user_id] = User(
-            user_id, first_name, last_name, email, org_ids, can_manage_customizations
-        )
+    def set_permissions(self, user_id: str, org_id: str, permissions: Iterable[str]) -> Membership:
+        """Replace what a user may do in one org, e.g. `[]` or `["manage_customizations"]`;
+        live tokens follow at once. UnknownError if not a member, ValueError for bad names."""
+        with self.lock:
+            return self._directory.set_permissions(user_id, org_id, permissions)
 
     def directory(self) -> tuple[list[User], list[Org]]:
         """Copies of every user and org (the consent page lists them all)."""
         with self.lock:
             return (
-                [copy.deepcopy(u) for u in self.users.values()],
-                [copy.deepcopy(o) for o in self.orgs.values()],
+                copy.deepcopy(list(self._directory.users.values())),
+                copy.deepcopy(list(self._directory.orgs.values())),
             )
 
     def me(self, grant: Grant) -> dict[str, Any]:
         with self.lock:
-            user = self._user(grant.user_id)
-            orgs = [self.orgs[o].public() for o in user.organizations if o in self.orgs]
-            return {**user.public(), "organizations": orgs}
+            return self._directory.me(grant.user_id)
 
     def org_users(self, grant: Grant, skip: int, limit: int) -> tuple[list[dict[str, Any]], bool]:
         with self.lock:
-            members = [u.public() for u in self.users.values() if grant.org_id in u.organizations]
-        return _page(members, skip, limit)
+            users = self._directory.user_listing(grant.org_id)
+        return _page(users, skip, limit)
 
-    def _user(self, user_id: str) -> User:
-        user = self.users.get(user_id)
-        if user is None:  # only if a test replaced the directory under a live token
-            raise SandboxError(401, "The user of this token no longer exists.")
-        return user
+    def organization(self, grant: Grant, org_id: str) -> dict[str, Any]:
+        """The token's org with its memberships; any other org is a 404, even one the user is
+        also a member of (a token is for one org)."""
+        with self.lock:
+            if org_id != grant.org_id:
+                raise not_found()
+            return self._directory.organization(org_id)
+
+    def team(self, org_id: str) -> dict[str, Any]:
+        """One org as a test wants to see it: each member (user, membership, live grants,
+        links) and each shared link with its mappings. UnknownError for an unknown org."""
+        with self.lock:
+            org = self._directory.org(org_id)
+            mappings = self._links.mappings(org_id)
+            return {
+                "organization": org.public(),
+                "members": [
+                    {
+                        **user.public(),
+                        "membership": self._directory.member_view(user, org_id),
+                        "active_grants": len(self._live_grants(user.id, org_ids=[org_id])),
+                        "links": self._links.user_links(user.id, org_id),
+                    }
+                    for user in self._directory.members(org_id)
+                ],
+                "shared_links": [
+                    {
+                        **shared,
+                        "associations": [
+                            m for m in mappings if m["shared_scheduling_link_id"] == shared["id"]
+                        ],
+                    }
+                    for shared in self._links.shared_links(org_id)
+                ],
+            }
 
     # Configuration and faults ------------------------------------------------------------
 
@@ -305,6 +327,7 @@ class SandboxState:
                 enabled=self.config.rate_limits_enabled,
                 now=self.clock(),
             )
+            decision = dataclasses.replace(decision, headers_mode=self.config.rate_limit_headers)
             if not decision.allowed:
                 self.calls["429"] += 1
                 self.calls[f"429:{group}"] += 1
@@ -326,13 +349,11 @@ class SandboxState:
     def create_code(self, client_id: str, redirect_uri: str, user_id: str, org_id: str) -> str:
         """The user approved on the consent page: a single-use code for this client and URI."""
         with self.lock:
-            user = self.users.get(user_id)
+            user = self._directory.users.get(user_id)
             if user is None:
                 raise SandboxError(400, "Choose who you are signed in as.")
-            if org_id not in user.organizations or org_id not in self.orgs:
-                raise SandboxError(
-                    400, f"{user.first_name} {user.last_name} is not a member of that organization."
-                )
+            if not self._directory.is_member(user_id, org_id):
+                raise SandboxError(400, f"{user.full_name} is not a member of that organization.")
             code = "sbx_code_" + secrets.token_urlsafe(18)
             self.codes[code] = AuthCode(
                 client_id, redirect_uri, user_id, org_id, self.clock() + self.config.code_ttl
@@ -358,6 +379,8 @@ class SandboxState:
             grant = self.grants.get(self.refresh_index.get(refresh_token, ""))
             if grant is None or grant.revoked or grant.client_id != client_id:
                 raise self._invalid_grant("The refresh token is invalid, used or revoked.")
+            if not self._directory.is_member(grant.user_id, grant.org_id):
+                raise self._invalid_grant("The user is no longer a member of the organization.")
             return self._issue(grant)
 
     def revoke_token(self, token: str, client_id: str) -> bool:
@@ -390,24 +413,22 @@ class SandboxState:
         with self.lock:
             if client_id not in self.config.clients:
                 raise ValueError(f"unknown client_id {client_id!r}")
-            user = self.users.get(user_id)
-            if user is None:
+            if user_id not in self._directory.users:
                 raise ValueError(f"unknown user {user_id!r}")
-            if org_id not in self.orgs or org_id not in user.organizations:
+            if not self._directory.is_member(user_id, org_id):
                 raise ValueError(f"{user_id} is not a member of {org_id!r}")
             return self._issue(self._new_grant(client_id, user_id, org_id))
 
-    def revoke_grant(self, user_id: str, client_id: str | None = None) -> int:
+    def revoke_grant(
+        self, user_id: str, client_id: str | None = None, org_id: str | None = None
+    ) -> int:
         """The user removes the app in Close: every grant of theirs (for `client_id`, or for
-        any app) dies with all its tokens. Returns how many grants died."""
+        any app; in `org_id`, or in any org) dies with all its tokens. Returns how many grants
+        died; the user's other grants and every other member's live on."""
         with self.lock:
-            victims = [
-                g
-                for g in self.grants.values()
-                if g.user_id == user_id
-                and not g.revoked
-                and (client_id is None or g.client_id == client_id)
-            ]
+            victims = self._live_grants(
+                user_id, client_id=client_id, org_ids=None if org_id is None else [org_id]
+            )
             for grant in victims:
                 self._revoke(grant)
             return len(victims)
@@ -430,7 +451,23 @@ class SandboxState:
                 raise SandboxError(401, "The access token has been revoked.")
             if entry[1] <= self.clock():
                 raise SandboxError(401, "The access token has expired.")
+            if not self._directory.is_member(grant.user_id, grant.org_id):
+                # Only if a test changed the directory (add_user) without revoking the grant.
+                raise SandboxError(401, "The user of this token is not a member of its org.")
             return copy.copy(grant)
+
+    def _live_grants(
+        self, user_id: str, client_id: str | None = None, org_ids: Iterable[str] | None = None
+    ) -> list[Grant]:
+        orgs = None if org_ids is None else set(org_ids)
+        return [
+            g
+            for g in self.grants.values()
+            if g.user_id == user_id
+            and not g.revoked
+            and (client_id is None or g.client_id == client_id)
+            and (orgs is None or g.org_id in orgs)
+        ]
 
     def _invalid_grant(self, description: str) -> OAuthError:
         self.calls["oauth:invalid_grant"] += 1
@@ -528,19 +565,24 @@ class SandboxState:
 
     # Shared scheduling links -------------------------------------------------------------
 
+    # Every shared-link endpoint needs Manage Customizations in the token's org (close-api.md),
+    # checked before anything else: without it a user learns nothing, not even what exists.
+    # The one exception is mapping a shared link to one's own user link (`map_shared`).
+
     def list_shared(
         self, grant: Grant, skip: int = 0, limit: int = 100
     ) -> tuple[list[dict[str, Any]], bool]:
         with self.lock:
+            self._require_customizations(grant)
             found = self._links.shared_links(grant.org_id)
         return _page(found, skip, limit)
 
     def get_shared(self, grant: Grant, shared_id: str) -> dict[str, Any]:
         with self.lock:
+            self._require_customizations(grant)
             return self._links.get_shared(grant.org_id, shared_id)
 
     def create_shared(self, grant: Grant, fields: Mapping[str, Any]) -> dict[str, Any]:
-        """Shared-link writes need Manage Customizations (checked before the body)."""
         with self.lock:
             self._require_customizations(grant)
             return self._links.create_shared(grant.org_id, fields)
@@ -559,30 +601,28 @@ class SandboxState:
 
     def map_shared(self, grant: Grant, body: Mapping[str, Any]) -> dict[str, Any]:
         """Map a shared link, for one user, to one of that user's links or a plain URL.
-        Allowed with Manage Customizations, or for the owner of the user link."""
+        Allowed with Manage Customizations, or for the owner of the user link: a user may map
+        a shared link, for themselves, to a link of their own in the token's org."""
         request = parse_mapping(body)
         with self.lock:
             if request.org_id != grant.org_id:
                 raise not_found()
-            member = self.users.get(request.user_id)
-            if member is None or request.org_id not in member.organizations:
-                raise validation_error({"user_id": "Not a member of this organization."})
-            owns_target = (
-                request.target == "user_scheduling_link_id"
-                and request.user_id == grant.user_id
-                and self._links.owner_of(request.value) == (grant.user_id, grant.org_id)
-            )
-            if not owns_target:
+            if not self._owns_target(grant, request.user_id, request.target, request.value):
                 self._require_customizations(grant)
+            if not self._directory.is_member(request.user_id, request.org_id):
+                raise validation_error({"user_id": "Not a member of this organization."})
             return self._links.map(request)
 
     def unmap_shared(self, grant: Grant, body: Mapping[str, Any]) -> None:
-        """Remove a mapping: Manage Customizations, or the mapped user themselves."""
+        """Remove a mapping: Manage Customizations, or the owner of the user link it points
+        at (so a user can undo what they could do themselves, not an admin's URL mapping)."""
         key = parse_unmapping(body)
         with self.lock:
             if key[0] != grant.org_id:
                 raise not_found()
-            if key[2] != grant.user_id:
+            mapping = self._links.mapping(key)
+            target = "user_scheduling_link_id"
+            if mapping is None or not self._owns_target(grant, key[2], target, mapping.get(target)):
                 self._require_customizations(grant)
             self._links.unmap(key)
 
@@ -590,14 +630,24 @@ class SandboxState:
         with self.lock:
             return self._links.shared_links(org_id)
 
-    def associations(self) -> list[dict[str, Any]]:
-        """Every shared-link mapping."""
+    def associations(self, org_id: str | None = None) -> list[dict[str, Any]]:
+        """Every shared-link mapping (of one org)."""
         with self.lock:
-            return self._links.mappings()
+            return self._links.mappings(org_id)
 
     def _require_customizations(self, grant: Grant) -> None:
-        if not self._user(grant.user_id).can_manage_customizations:
+        if not self._directory.may(grant.user_id, grant.org_id, MANAGE_CUSTOMIZATIONS):
             raise SandboxError(403, NEEDS_CUSTOMIZATIONS)
+
+    def _owns_target(self, grant: Grant, user_id: str, target: str, value: Any) -> bool:
+        """Whether a mapping for `user_id` to `target` is the token user's own business: for
+        themselves, to one of their own links in the token's org."""
+        return (
+            target == "user_scheduling_link_id"
+            and user_id == grant.user_id
+            and isinstance(value, str)
+            and self._links.owner_of(value) == (grant.user_id, grant.org_id)
+        )
 
     # Inspection --------------------------------------------------------------------------
 
@@ -606,8 +656,16 @@ class SandboxState:
         with self.lock:
             revoked = sum(g.revoked for g in self.grants.values())
             return {
-                "orgs": [o.public() for o in self.orgs.values()],
-                "users": [dataclasses.asdict(u) for u in self.users.values()],
+                "orgs": [o.public() for o in self._directory.orgs.values()],
+                "users": [
+                    {**u.public(), "organizations": u.organizations}
+                    for u in self._directory.users.values()
+                ],
+                "memberships": [
+                    self._directory.member_view(u, org_id)
+                    for u in self._directory.users.values()
+                    for org_id in u.organizations
+                ],
                 "links": self._links.user_links(),
                 "shared_links": self._links.shared_links(),
                 "associations": self._links.mappings(),
@@ -620,3 +678,64 @@ class SandboxState:
                 "faults": self.faults.to_dict(),
                 "config": dataclasses.asdict(self.config),
             }
+
+    # Persistence (dev) -------------------------------------------------------------------
+
+    @property
+    def persists(self) -> bool:
+        return self.state_path is not None
+
+    def save(self) -> None:
+        """Write the world to `state_path` (atomically); nothing without one. Config, faults,
+        rate buckets, call counts and pending authorization codes are not saved."""
+        if self.state_path is None:
+            return
+        with self._save_lock:
+            persistence.write_atomically(self.state_path, self.export())
+
+    def load(self) -> bool:
+        """Replace the world with the one saved at `state_path`, if there is one. Returns
+        whether a file was loaded; ValueError if it cannot be read."""
+        if self.state_path is None:
+            return False
+        data = persistence.read(self.state_path)
+        if data is None:
+            return False
+        try:
+            self.restore(data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{self.state_path}: broken sandbox state ({exc!r})") from None
+        return True
+
+    def export(self) -> dict[str, Any]:
+        """Users, orgs, memberships, grants with their tokens, links, shared links and mappings
+        as JSON-able data. Token expiry is kept as wall-clock time (the state's clock is
+        monotonic, which means nothing in another process)."""
+        with self.lock:
+            now, wall = self.clock(), time.time()
+            return {
+                "directory": self._directory.to_data(),
+                "grants": [dataclasses.asdict(g) for g in self.grants.values()],
+                "access_tokens": [
+                    {"token": token, "grant_id": grant_id, "expires_at": wall + (expiry - now)}
+                    for token, (grant_id, expiry) in self.access_tokens.items()
+                ],
+                "links": self._links.to_data(),
+            }
+
+    def restore(self, data: Mapping[str, Any]) -> None:
+        """The world `export()` gave; config, faults and counters stay as they are."""
+        directory = Directory.from_data(data["directory"])
+        grants = {g["id"]: Grant(**g) for g in data["grants"]}
+        links = LinkStore.from_data(data["links"])
+        with self.lock:
+            now, wall = self.clock(), time.time()
+            self._directory = directory
+            self.grants = grants
+            self.refresh_index = {g.refresh_token: g.id for g in grants.values() if not g.revoked}
+            self.access_tokens = {
+                t["token"]: (t["grant_id"], now + (float(t["expires_at"]) - wall))
+                for t in data["access_tokens"]
+            }
+            self.codes = {}
+            self._links = links

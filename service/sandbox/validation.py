@@ -66,6 +66,10 @@ def link_errors(
             errors[name] = "Must be a string."
         elif len(value) > limit:
             errors[name] = f"Ensure this field has no more than {limit} characters."
+    source_id = body.get("source_id")
+    if "source_id" in checked and "source_id" not in errors and "/" in str(source_id or ""):
+        # DELETE /scheduling_link/integration/{source_id}/ could never reach such a link.
+        errors["source_id"] = "Must not contain '/'."
     url = body.get("url")
     if "url" in checked and isinstance(url, str) and "url" not in errors:
         problem = url_problem(url)
