@@ -79,6 +79,8 @@ class CloseOAuth:
             self._client_secret,
             redirect_uri=self.redirect_uri,
             token_endpoint_auth_method="client_secret_post",  # noqa: S106 - a method name
+            # Authlib revokes with HTTP Basic by default; Close documents form fields there too.
+            revocation_endpoint_auth_method="client_secret_post",
         )
 
     def authorization_url(self, state: str) -> str:
