@@ -11,14 +11,24 @@ from typing import Any
 
 import click
 
-from service.settings import Settings, SettingsError, load_settings
+from service.settings import Settings, load_settings_or_exit
+
+# Exit codes: 0 done, 1 the command failed, 2 bad usage or a bad setting, 3 a partial sync.
+EXIT_FAILED, EXIT_PARTIAL = 1, 3
+
+
+class Fail(click.ClickException):
+    """A one-line failure, printed as `linksync: <message>`, exit 1."""
+
+    exit_code = EXIT_FAILED
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"linksync: {self.format_message()}", err=True)
 
 
 def _settings() -> Settings:
-    try:
-        return load_settings()
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
+    """The settings, or one line naming the bad variable and exit 2."""
+    return load_settings_or_exit()
 
 
 @click.group()
@@ -62,10 +72,13 @@ def db_downgrade(revision: str) -> None:
 @click.argument("account_id")
 @click.option("--reconcile", is_flag=True, help="Also list Close's links and repair drift.")
 def sync(account_id: str, reconcile: bool) -> None:
-    """Sync ACCOUNT_ID now, in the foreground, with progress."""
+    """Sync ACCOUNT_ID now, in the foreground, showing each phase.
+
+    Exit status: 0 when the run succeeded, 3 when it was partial (some links are not as the
+    source says: see the error), 1 when it failed or could not start."""
     from service.connections.queries import get_connection
     from service.errors import DomainError
-    from service.infra.models import SyncRun
+    from service.infra.models import RunStatus, SyncRun
     from service.services import Services
     from service.sync.runner import SyncBusy, run_sync
 
@@ -75,39 +88,71 @@ def sync(account_id: str, reconcile: bool) -> None:
         with svc.db.session() as session:
             connection_id = get_connection(session, account_id).id
     except DomainError as exc:
-        raise click.ClickException(exc.message) from None
+        svc.close()
+        raise Fail(exc.message) from None
 
     bar: Any = None
 
-    def progress(done: int, total: int) -> None:
+    def close_bar() -> None:
         nonlocal bar
-        if bar is None and total:
-            bar = click.progressbar(length=total, label="Applying changes to Close")
+        if bar is not None:
+            bar.__exit__(None, None, None)
+            bar = None
+
+    def phase(name: str, total: int) -> None:
+        close_bar()
+        if name == "reconcile":
+            click.echo("Reconciling: listing Close's links...", err=True)
+        elif name == "read":
+            click.echo(f"Reading the source for {account_id}...", err=True)
+        elif name == "apply" and not total:
+            click.echo("Applying: nothing to change in Close", err=True)
+        elif name == "apply":
+            bar = click.progressbar(
+                length=total, label=f"Applying {total} change(s) to Close", file=sys.stderr
+            )
             bar.__enter__()
+
+    def progress(done: int, _total: int) -> None:
         if bar is not None:
             bar.update(done - bar.pos)
 
     try:
         run_ids = run_sync(
-            svc, connection_id, trigger="cli", reconcile=reconcile, on_progress=progress
+            svc,
+            connection_id,
+            trigger="cli",
+            reconcile=reconcile,
+            on_progress=progress,
+            on_phase=phase,
         )
     except SyncBusy:
-        raise click.ClickException(
+        raise Fail(
             "a sync of this account is running in a worker; it will pick up the change"
         ) from None
     finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
+        close_bar()
+    status = RunStatus.FAILED
     with svc.db.session() as session:
         for run_id in run_ids:
             run = session.get(SyncRun, run_id)
             assert run is not None
+            status = run.status
+            took = (
+                f" in {(run.finished_at - run.started_at).total_seconds():.1f} s"
+                if run.started_at and run.finished_at
+                else ""
+            )
             click.echo(
-                f"run {run.id}: {run.status} - created {run.created}, updated {run.updated}, "
+                f"run {run.id} {run.status}{took}: created {run.created}, updated {run.updated}, "
                 f"deleted {run.deleted}, unchanged {run.unchanged}, failed {run.failed}"
-                + (f"\n  {run.error}" if run.error else "")
+                + (f" - {run.error}" if run.error else "")
             )
     svc.close()
+    if status == RunStatus.PARTIAL:
+        sys.exit(EXIT_PARTIAL)
+    if status != RunStatus.SUCCEEDED:
+        sys.exit(EXIT_FAILED)
 
 
 # Keys ----------------------------------------------------------------------------------
@@ -163,14 +208,29 @@ def operator_hash_password(password: str) -> None:
 @click.option("--port", default=8100, show_default=True, type=int)
 @click.option("--token-ttl", default=3600.0, show_default=True, help="Access-token lifetime (s).")
 @click.option("--rate-limit", default=20.0, show_default=True, help="Requests/s per token.")
-def sandbox(host: str, port: int, token_ttl: float, rate_limit: float) -> None:
+@click.option(
+    "--state-path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Keep users, grants, tokens and links in this JSON file across restarts "
+    "(default: in memory only).",
+)
+def sandbox(
+    host: str, port: int, token_ttl: float, rate_limit: float, state_path: Path | None
+) -> None:
     """Run the built-in Close sandbox."""
     from service.sandbox.server import run_sandbox
     from service.sandbox.state import SandboxConfig
 
-    click.echo(f"Close sandbox on http://{host}:{port}")
+    kept = f" (state kept in {state_path})" if state_path else " (state in memory)"
+    click.echo(f"Close sandbox on http://{host}:{port}{kept}")
+    if state_path:
+        state_path.parent.mkdir(parents=True, exist_ok=True)
     run_sandbox(
-        host, port, SandboxConfig(access_token_ttl=token_ttl, rate_limit_per_token=rate_limit)
+        host,
+        port,
+        SandboxConfig(access_token_ttl=token_ttl, rate_limit_per_token=rate_limit),
+        state_path=state_path,
     )
 
 
@@ -193,6 +253,7 @@ def demo_source(host: str, port: int, data: Path | None) -> None:
 @click.option("--workers", default=None, type=int, help="Processes (default: GUNICORN_WORKERS).")
 def web(bind: str | None, workers: int | None) -> None:
     """Run the web app under gunicorn with service/gunicorn_conf.py (as compose does)."""
+    _settings()  # a bad setting: one line here, not a traceback per gunicorn worker
     if bind:
         os.environ["GUNICORN_BIND"] = bind
     if workers:
@@ -214,6 +275,7 @@ def web(bind: str | None, workers: int | None) -> None:
 @click.option("--concurrency", default=4, show_default=True, type=int)
 def worker(concurrency: int) -> None:
     """Run a Celery worker."""
+    _settings()
     os.execvp(  # noqa: S606
         sys.executable,
         [
@@ -233,6 +295,7 @@ def worker(concurrency: int) -> None:
 @main.command()
 def beat() -> None:
     """Run Celery beat (exactly one per deployment)."""
+    _settings()
     os.execvp(  # noqa: S606
         sys.executable,
         [sys.executable, "-m", "celery", "-A", "workers.main", "beat", "--loglevel=INFO"],
@@ -259,13 +322,22 @@ def webhook(account_id: str, url: str | None) -> None:
     ).encode()
     timestamp = int(time.time())
     header = f"t={timestamp},v1={sign(settings.WEBHOOK_SECRET or '', timestamp, body)}"
-    response = requests.post(
-        url or f"{settings.PUBLIC_URL}/webhooks/source",
-        data=body,
-        headers={"Content-Type": "application/json", "X-LinkSync-Signature": header},
-        timeout=10,
-    )
-    click.echo(f"{response.status_code} {response.text.strip()}")
+    target = url or f"{settings.PUBLIC_URL}/webhooks/source"
+    try:
+        response = requests.post(
+            target,
+            data=body,
+            headers={"Content-Type": "application/json", "X-LinkSync-Signature": header},
+            timeout=10,
+        )
+    except requests.RequestException as exc:
+        raise Fail(
+            f"{target} unreachable: {type(exc).__name__} (is the web app running?)"
+        ) from None
+    answer = f"{response.status_code} {' '.join(response.text.split())}"
+    if not response.ok:
+        raise Fail(f"{target} refused the webhook: {answer}")
+    click.echo(answer)
 
 
 @main.command()
@@ -282,14 +354,19 @@ def doctor() -> None:
 
 
 @main.command()
-@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--port", default=5000, show_default=True, type=int, help="The web app's port.")
+@click.option("--sandbox-port", default=8100, show_default=True, type=int)
+@click.option("--source-port", default=8200, show_default=True, type=int)
 @click.option("--account", default="demo-account", show_default=True)
-def dev(port: int, account: str) -> None:
+def dev(port: int, sandbox_port: int, source_port: int, account: str) -> None:
     """Everything in one command with embedded defaults: SQLite, no Redis, the Close
     sandbox and the demo source. Ctrl-C stops it all."""
-    from service.dev import run_dev
+    from service.dev import DevError, run_dev
 
-    run_dev(port=port, account=account)
+    try:
+        run_dev(port=port, sandbox_port=sandbox_port, source_port=source_port, account=account)
+    except DevError as exc:
+        raise Fail(str(exc)) from None
 
 
 if __name__ == "__main__":

@@ -64,9 +64,7 @@ def run_checks() -> list[Check]:
     ):
         try:
             response = requests.get(url, timeout=5)
-            results.append(
-                (name, response.status_code < 500, f"{url} answered {response.status_code}")
-            )
+            results.append((name, response.status_code < 500, _reachability(url, response)))
             if name == "close api" and response.headers.get("Date"):
                 skew = abs(
                     (utcnow() - parsedate_to_datetime(response.headers["Date"])).total_seconds()
@@ -77,3 +75,14 @@ def run_checks() -> list[Check]:
         except requests.RequestException as exc:
             results.append((name, False, f"{url} unreachable: {type(exc).__name__}"))
     return results
+
+
+def _reachability(url: str, response: requests.Response) -> str:
+    """What an unauthenticated GET tells: the server is there (any answer below 500), not that
+    our credentials work (the token endpoint wants a POST, the API and the source a token)."""
+    code = response.status_code
+    if code >= 500:
+        return f"{url}: server error ({code} for an unauthenticated GET)"
+    if code >= 400:
+        return f"{url}: reachable ({code} for an unauthenticated GET is expected)"
+    return f"{url}: reachable (answered {code})"

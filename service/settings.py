@@ -8,14 +8,19 @@ missing secret stops the process with a message naming the variable.
 
 from __future__ import annotations
 
+import difflib
 import logging
+import os
 import secrets
+import sys
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
+from dotenv import dotenv_values
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -205,14 +210,11 @@ def _dev_secret(instance: Path, name: str, make: str) -> str:
 
 def load_settings(**overrides: object) -> Settings:
     """Build and validate the settings; raise SettingsError naming the bad variable."""
+    check_variable_names(Path(str(Settings.model_config.get("env_file") or ".env")), os.environ)
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            name = ".".join(str(p) for p in error["loc"]) or "configuration"
-            problems.append(f"{name}: {error['msg']}")
-        raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
+        raise SettingsError(_validation_problems(exc)) from None
     if settings.is_dev:
         instance = settings.INSTANCE_PATH
         if not settings.SECRET_KEY:
@@ -226,3 +228,81 @@ def load_settings(**overrides: object) -> Settings:
         if not settings.WEBHOOK_SECRET:
             settings.WEBHOOK_SECRET = _dev_secret(instance, "WEBHOOK_SECRET", "token")
     return settings
+
+
+# Naming the problem: typos, and one line for the operator ---------------------------------
+
+# Names a .env may hold that are not settings: read by gunicorn_conf.py, Prometheus, compose.
+OTHER_VARIABLES = frozenset({"PROMETHEUS_MULTIPROC_DIR"})
+OTHER_PREFIXES = ("GUNICORN_", "COMPOSE_", "DOCKER_")
+OUR_PREFIX = "LINKSYNC_"
+
+
+def _validation_problems(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        name = ".".join(str(p) for p in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        # A model-level rule (no field) already starts with the variables it is about.
+        problems.append(f"{name}: {message}" if name else message)
+    return "; ".join(problems)
+
+
+def unknown_variable_problems(
+    env_file: Mapping[str, str | None], environ: Mapping[str, str]
+) -> list[str]:
+    """`NAME: problem` for each variable that looks like a misspelled setting.
+
+    Every name in the .env file must be a setting (or one of OTHER_VARIABLES); from the real
+    environment only names that look like ours are judged (the LINKSYNC_ prefix, or a near
+    miss of a setting's name), because the environment belongs to everything else too."""
+    fields = list(Settings.model_fields)
+    problems = []
+
+    def suggestion(name: str, cutoff: float) -> str | None:
+        if name.upper() in fields:
+            return name.upper()
+        matches = difflib.get_close_matches(name.upper(), fields, n=1, cutoff=cutoff)
+        return matches[0] if matches else None
+
+    for name in env_file:
+        if name in fields or name in OTHER_VARIABLES or name.startswith(OTHER_PREFIXES):
+            continue
+        likely = suggestion(name, 0.6)
+        hint = f"did you mean {likely}?" if likely else "see .env.example for the settings"
+        problems.append(f"{name}: unknown variable in .env; {hint}")
+    for name in environ:
+        if name in fields or name in env_file:
+            continue
+        likely = suggestion(name, 0.88)
+        if likely:
+            problems.append(f"{name}: unknown variable in the environment; did you mean {likely}?")
+        elif name.startswith(OUR_PREFIX):
+            problems.append(f"{name}: unknown variable in the environment; not a LinkSync setting")
+    return problems
+
+
+def check_variable_names(env_path: Path, environ: Mapping[str, str]) -> None:
+    """Raise SettingsError naming every misspelled variable (see unknown_variable_problems)."""
+    env_file = dotenv_values(env_path) if env_path.is_file() else {}
+    problems = unknown_variable_problems(env_file, environ)
+    if problems:
+        raise SettingsError("; ".join(problems))
+
+
+def settings_error_line(exc: SettingsError) -> str:
+    """The one line an entry point prints: `linksync: <VARIABLE>: <problem>`."""
+    return "linksync: " + " ".join(str(exc).split())
+
+
+def load_settings_or_exit(**overrides: object) -> Settings:
+    """load_settings for a process's entry point: a bad setting prints one line and exits 2."""
+    try:
+        return load_settings(**overrides)
+    except SettingsError as exc:
+        exit_with_settings_error(exc)
+
+
+def exit_with_settings_error(exc: SettingsError) -> NoReturn:
+    print(settings_error_line(exc), file=sys.stderr)  # logging is not configured yet
+    raise SystemExit(2)

@@ -10,11 +10,11 @@ from __future__ import annotations
 from service.infra.logs import configure_logging
 from service.jobs import enqueue_with, make_celery
 from service.services import Services
-from service.settings import load_settings
+from service.settings import load_settings_or_exit
 from workers import tasks
 from workers.schedule import beat_schedule
 
-settings = load_settings()
+settings = load_settings_or_exit()
 configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
 
 app = make_celery(settings, task_cls="workers.tasks:ServiceTask")

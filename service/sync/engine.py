@@ -75,12 +75,16 @@ class SyncEngine:
         source: SourceClient,
         config: EngineConfig,
         on_progress: Callable[[int, int], None] | None = None,
+        on_phase: Callable[[str, int], None] | None = None,
     ) -> None:
+        """`on_phase(phase, total)` is told when a phase starts: "reconcile" (listing Close's
+        links), "read" (the source) and "apply" with the number of changes (0: none)."""
         self.sessions = sessions
         self.close_for = close_for
         self.source = source
         self.config = config
         self.on_progress = on_progress
+        self.on_phase = on_phase
 
     def run(self, connection_id: int, run_id: int, *, reconcile: bool = False) -> SyncRun:
         started = time.monotonic()
@@ -129,6 +133,7 @@ class SyncEngine:
             )
         }
         if reconcile:
+            self._phase("reconcile")
             try:
                 self._reconcile(session, connection, close, rows)
             except FATAL as exc:
@@ -140,6 +145,7 @@ class SyncEngine:
             row.state != LinkState.SYNCED and row.state != LinkState.ERROR for row in rows.values()
         )
         etag = None if (reconcile or dirty) else connection.source_etag
+        self._phase("read")
         try:
             listing = self.source.listing(connection.account_id, etag=etag)
         except SourceAccountGone:
@@ -153,6 +159,7 @@ class SyncEngine:
             return RunStatus.FAILED, str(exc)
         if listing.not_modified:
             outcome.unchanged = len(rows)
+            self._phase("apply", 0)
             return RunStatus.SUCCEEDED, None
 
         desired, invalid = self._read(listing, outcome)
@@ -170,6 +177,7 @@ class SyncEngine:
         self._forget_unwanted(session, connection, rows, desired, invalid, listing.complete)
         run.progress_total = len(the_plan.upserts) + len(the_plan.deletes)
         session.commit()
+        self._phase("apply", run.progress_total)
 
         self._apply(session, connection, run, close, rows, the_plan, outcome)
 
@@ -378,6 +386,10 @@ class SyncEngine:
         rows[sid] = row
         return row
 
+    def _phase(self, phase: str, total: int = 0) -> None:
+        if self.on_phase:
+            self.on_phase(phase, total)
+
     def _checkpoint(self, session: Session, run: SyncRun, outcome: Outcome) -> None:
         run.created, run.updated, run.deleted = outcome.created, outcome.updated, outcome.deleted
         run.failed = outcome.failed
@@ -451,7 +463,10 @@ def _bind(fn: Callable[[Any], Any], arg: Any) -> Callable[[], Any]:
 
 
 def engine_for(
-    svc: Services, *, on_progress: Callable[[int, int], None] | None = None
+    svc: Services,
+    *,
+    on_progress: Callable[[int, int], None] | None = None,
+    on_phase: Callable[[str, int], None] | None = None,
 ) -> SyncEngine:
     """The engine wired from one process's Services."""
     s = svc.settings
@@ -465,4 +480,5 @@ def engine_for(
             reconcile_interval=float(s.RECONCILE_INTERVAL_SECONDS),
         ),
         on_progress=on_progress,
+        on_phase=on_phase,
     )

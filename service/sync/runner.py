@@ -68,6 +68,7 @@ def run_sync(
     reconcile: bool = False,
     skip_if_running: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
+    on_phase: Callable[[str, int], None] | None = None,
 ) -> list[int]:
     """Run (and re-run while dirty) a sync of this connection; return the run ids executed.
 
@@ -76,7 +77,7 @@ def run_sync(
     coordinator = svc.coordinator
     ttl = locks.sync_lock_ttl(svc.settings)
     executed: list[int] = []
-    engine = engine_for(svc, on_progress=on_progress)
+    engine = engine_for(svc, on_progress=on_progress, on_phase=on_phase)
     while True:
         token = coordinator.try_acquire(locks.sync_lock(connection_id), ttl)
         if token is None:

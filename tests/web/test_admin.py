@@ -9,8 +9,9 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,6 +36,7 @@ from service.settings import Settings
 from service.sync.runner import run_sync
 from service.web.admin import auth as operators
 from service.web.admin.auth import authenticate, hash_password, verify_password
+from service.web.admin.presentation import TEMPLATE_HELPERS
 from tests.conftest import RecordingEnqueue, new_account
 from tests.helpers import connect_directly, event_type
 
@@ -549,3 +551,42 @@ def test_failures_list_failed_runs_and_links_in_error(svc: Services, client: Fla
     assert marker in page and "ok-run" not in page
     assert "url: must be an absolute http(s) URL" in page
     assert client.get("/admin/failures?runs_page=2&links_page=3").status_code == 200
+
+
+def test_dashboard_shows_a_running_runs_start_in_the_consoles_one_time_format(
+    svc: Services, client: FlaskClient
+) -> None:
+    cid = add_connection(svc)
+    started = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+    with svc.db.session() as session:
+        session.add(
+            SyncRun(
+                connection_id=cid,
+                trigger="schedule",
+                status=RunStatus.RUNNING,
+                started_at=started,
+                progress_total=1,
+            )
+        )
+    login(client)
+    page = client.get("/admin/").text
+    assert '<td class="nowrap">2026-03-04 05:06:07 UTC</td>' in page
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC),
+        "2026-03-04T05:06:07+00:00",
+        "2026-03-04T07:06:07+02:00",
+        datetime(2026, 3, 4, 5, 6, 7),  # naive: UTC by convention
+    ],
+)
+def test_every_console_time_is_utc_with_the_zone(value: datetime | str) -> None:
+    assert TEMPLATE_HELPERS["timestamp"](value) == "2026-03-04 05:06:07 UTC"
+
+
+def test_admin_js_writes_times_as_the_server_does() -> None:
+    script = (Path(__file__).parents[2] / "service/web/static/admin.js").read_text()
+    assert "toLocale" not in script and ".slice(11, 19)" not in script
+    assert 'toISOString().slice(0, 19).replace("T", " ") + " UTC"' in script

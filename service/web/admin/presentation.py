@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from flask import request, url_for
@@ -28,8 +28,15 @@ def _ago(value: datetime | None, now: datetime | None = None) -> str:
     return f"in {text}" if future else f"{text} ago"
 
 
-def _timestamp(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else ""
+def _timestamp(value: datetime | str | None) -> str:
+    """The console's one time format, `YYYY-MM-DD HH:MM:SS UTC` (admin.js writes the same),
+    for a datetime or an ISO 8601 string as the JSON read side gives them."""
+    if not value:
+        return ""
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if moment.tzinfo is None:  # SQLite hands back naive values; they are UTC
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _duration(run: SyncRun) -> str:

@@ -26,6 +26,13 @@
     return wrap;
   }
 
+  // The console's one time format, as the server writes it: "YYYY-MM-DD HH:MM:SS UTC".
+  function utc(value) {
+    var date = value instanceof Date ? value : new Date(value);
+    if (isNaN(date.getTime())) { return ""; }
+    return date.toISOString().slice(0, 19).replace("T", " ") + " UTC";
+  }
+
   function getJSON(url) {
     return fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (response) {
@@ -66,7 +73,7 @@
         var status = el("td");
         status.appendChild(badge(run.status));
         tr.appendChild(status);
-        tr.appendChild(el("td", "nowrap", run.started_at ? run.started_at.slice(11, 19) : ""));
+        tr.appendChild(el("td", "nowrap", run.started_at ? utc(run.started_at) : ""));
         var cell = el("td");
         cell.appendChild(progress(run.done, run.total));
         tr.appendChild(cell);
@@ -87,7 +94,7 @@
       document.getElementById("queue-text").textContent =
         data.queued.count ? data.queued.count + " queued" : "Queue empty";
       live.classList.remove("stale");
-      liveText.textContent = "Live · updated " + new Date().toLocaleTimeString();
+      liveText.textContent = "Live · updated " + utc(new Date());
     }
 
     function poll() {
