@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 from click.testing import CliRunner
@@ -15,6 +15,7 @@ from sqlalchemy import select
 from service.cli import main as cli
 from service.infra.db import utcnow
 from service.infra.models import Connection, ConnectSession, ManageSession, RunStatus, SyncRun
+from tests.api.test_hostile_input import NASTY, snapshot
 from tests.conftest import API_KEY, settings_env
 from tests.connections.test_connect_flow import Browser
 from tests.helpers import connect_directly, event_type, our_links
@@ -282,3 +283,20 @@ def test_callback_state_of_another_link_cannot_be_replayed_into_the_status(
     state = parse_qs(urlsplit(callback).query)["state"][0]
     again = browser.client.get(f"/oauth/close/callback?error=access_denied&state={state}")
     assert again.status_code == 400 and "already used" in text(again)
+
+
+@pytest.mark.parametrize("nasty", NASTY)
+def test_nasty_manage_and_connect_session_tokens_are_4xx(
+    browser: Browser, services: Any, nasty: str
+) -> None:
+    before = snapshot(services)
+    segment = quote(nasty, safe="")
+    for method, path, headers in (
+        ("get", f"/manage/{segment}", {}),
+        ("delete", f"/api/v1/connect-sessions/{segment}", AUTH),
+        ("post", f"/api/v1/accounts/{segment}/manage-link", AUTH),
+    ):
+        response = getattr(browser.client, method)(path, headers=headers)
+        assert 400 <= response.status_code < 500, (path, response.status_code)
+        assert "Traceback" not in text(response)
+    assert snapshot(services) == before
