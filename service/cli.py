@@ -155,6 +155,38 @@ def sync(account_id: str, reconcile: bool) -> None:
         sys.exit(EXIT_FAILED)
 
 
+@main.command("connect-link")
+@click.argument("account_id")
+@click.option(
+    "--manage", is_flag=True, help="A one-time link to the status page of a connected account."
+)
+def connect_link(account_id: str, manage: bool) -> None:
+    """Print a fresh connect link for ACCOUNT_ID (or, with --manage, a status-page link)."""
+    from service.connections.queries import get_connection
+    from service.connections.sessions import create_connect_session, mint_manage_link
+    from service.errors import DomainError
+    from service.services import Services
+
+    settings = _settings()
+    svc = Services(settings, enqueue=lambda *_: None)
+    try:
+        with svc.db.session() as session:
+            if manage:
+                manage_session, url = mint_manage_link(
+                    session, settings, get_connection(session, account_id)
+                )
+                expires_at = manage_session.expires_at
+            else:
+                connect, _token, url = create_connect_session(session, settings, account_id)
+                expires_at = connect.expires_at
+    except DomainError as exc:
+        raise click.ClickException(exc.message) from None
+    finally:
+        svc.close()
+    click.echo(url)
+    click.echo(f"valid until {expires_at:%Y-%m-%d %H:%M} UTC, for one browser", err=True)
+
+
 # Keys ----------------------------------------------------------------------------------
 
 

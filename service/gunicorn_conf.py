@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
+from typing import Any
 
+from gunicorn.glogging import Logger
 from prometheus_client import multiprocess
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:5000")
@@ -14,6 +17,50 @@ accesslog = "-"
 timeout = 30
 graceful_timeout = 20
 keepalive = 5
+logger_class = "service.gunicorn_conf.RedactingLogger"
+
+# Bearer credentials that travel in URLs: connect and manage tokens in the path, the OAuth code
+# and state in the callback's query. The access log must not keep them.
+SECRET_PATH = re.compile(r"^(/connect/|/manage/|/api/v1/connect-sessions/)[^/?]+")
+SECRET_QUERY_PATHS = ("/oauth/close/callback",)
+SECRET_PARAM = re.compile(r"(?i)(^|&)(code|state|token)=[^&]*")
+
+
+def redact_path(path: str) -> str:
+    return SECRET_PATH.sub(r"\1***", path)
+
+
+def redact_query(path: str, query: str) -> str:
+    if not query:
+        return query
+    if path.startswith(SECRET_QUERY_PATHS):
+        return "***"
+    return SECRET_PARAM.sub(r"\1\2=***", query)
+
+
+def redact_uri(uri: str) -> str:
+    path, sep, query = uri.partition("?")
+    return redact_path(path) + (sep + redact_query(path, query) if sep else "")
+
+
+class RedactingLogger(Logger):
+    """gunicorn's logger, with tokens and OAuth codes masked in every access-log atom (the
+    request line, path, query, referer and the raw environ values)."""
+
+    def atoms(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> Any:
+        clean = dict(environ)
+        path = str(environ.get("PATH_INFO") or "")
+        clean["PATH_INFO"] = redact_path(path)
+        clean["QUERY_STRING"] = redact_query(path, str(environ.get("QUERY_STRING") or ""))
+        clean["RAW_URI"] = redact_uri(str(environ.get("RAW_URI") or ""))
+        if "HTTP_REFERER" in environ:
+            referer = str(environ["HTTP_REFERER"])
+            scheme, sep, rest = referer.partition("://")
+            host, slash, tail = rest.partition("/")
+            clean["HTTP_REFERER"] = (
+                scheme + sep + host + slash + redact_uri("/" + tail)[1:] if sep else "***"
+            )
+        return super().atoms(resp, req, clean, request_time)
 
 
 def child_exit(_server: object, worker: object) -> None:

@@ -87,7 +87,8 @@ class Settings(BaseSettings):
     API_KEYS: CsvList = Field(default_factory=list)
     WEBHOOK_SECRET: str | None = None
     RETURN_URL_ALLOWED_ORIGINS: CsvList = Field(default_factory=list)
-    CONNECT_SESSION_TTL_SECONDS: int = Field(default=3600, ge=60, le=7 * 86400)
+    CONNECT_SESSION_TTL_SECONDS: int = Field(default=3600, ge=5, le=7 * 86400)
+    MANAGE_SESSION_TTL_SECONDS: int = Field(default=7 * 86400, ge=60, le=90 * 86400)
 
     SOURCE_URL: str = "http://127.0.0.1:8200"
     SOURCE_TOKEN: str = DEMO_SOURCE_TOKEN

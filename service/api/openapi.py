@@ -96,7 +96,9 @@ class _Components:
 def _operation(op: Operation, components: _Components) -> dict[str, Any]:
     responses: dict[str, Any] = {}
     for status, model in sorted(op.responses.items()):
-        if model is None:
+        if model is None and status < 300:  # a success without a body (204)
+            responses[str(status)] = {"description": op.summary}
+        elif model is None:
             responses[str(status)] = {"$ref": f"#/components/responses/{ERRORS[status][0]}"}
         else:
             responses[str(status)] = {

@@ -3,6 +3,8 @@ the registry in service.api.routing does the parsing, checking and documenting."
 
 from __future__ import annotations
 
+from flask import Response
+
 from service.api.routing import route
 from service.api.schemas import (
     CloseOrganization,
@@ -16,6 +18,7 @@ from service.api.schemas import (
     LinkOut,
     LinkPage,
     LinksQuery,
+    ManageLinkOut,
     RunCounts,
     RunProgress,
     SyncQueued,
@@ -24,7 +27,11 @@ from service.api.schemas import (
 from service.connections import queries
 from service.connections.disconnect import disconnect
 from service.connections.queries import get_connection
-from service.connections.sessions import create_connect_session
+from service.connections.sessions import (
+    create_connect_session,
+    mint_manage_link,
+    revoke_connect_token,
+)
 from service.infra.models import Connection, ConnectionStatus, SyncedLink, Trigger
 from service.sync.triggers import request_sync
 from service.web.context import db_session, services
@@ -92,6 +99,39 @@ def create_session(body: ConnectSessionIn) -> ConnectSessionOut:
     )
     session.commit()
     return ConnectSessionOut(token=token, connect_url=url, expires_at=connect.expires_at)
+
+
+@route(
+    "DELETE",
+    "/connect-sessions/{token}",
+    summary="Withdraw a connect link: its page and any sign-in it started stop working",
+    description="Idempotent. A link already used stays used; a connection it made stays.",
+    responses={204: None},
+)
+def delete_session(token: str) -> Response:
+    session = db_session()
+    revoke_connect_token(session, services().settings, token)
+    session.commit()
+    return Response(status=204)
+
+
+@route(
+    "POST",
+    "/accounts/{account_id}/manage-link",
+    summary="Mint a one-time link to the account's status page (Sync now, Disconnect)",
+    description=(
+        "The first browser to open the link before expires_at keeps the status view for "
+        "MANAGE_SESSION_TTL_SECONDS; the URL is useless to anyone else afterwards. Works for "
+        "any status, including disconnected (the page then offers to connect again)."
+    ),
+    responses={201: ManageLinkOut},
+)
+def create_manage_link(account_id: str) -> ManageLinkOut:
+    session = db_session()
+    connection = get_connection(session, account_id)
+    manage, url = mint_manage_link(session, services().settings, connection)
+    session.commit()
+    return ManageLinkOut(url=url, expires_at=manage.expires_at)
 
 
 @route(

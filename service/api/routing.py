@@ -27,7 +27,7 @@ from pydantic_core import ErrorDetails
 
 from service.api import openapi
 from service.api.openapi import Operation, Parameter
-from service.api.schemas import ACCOUNT_ID_SCHEMA, RUN_ID_MAX
+from service.api.schemas import ACCOUNT_ID_SCHEMA, CONNECT_TOKEN_SCHEMA, RUN_ID_MAX
 from service.connections.sessions import validate_account_id
 from service.errors import Unauthorized, UnsupportedMediaType, ValidationFailed
 from service.web.context import services
@@ -41,6 +41,7 @@ OPERATIONS: list[Operation] = []
 # integer out of range does not match, so it is a JSON 404 like any unknown path.
 PATH_PARAMS: dict[str, tuple[str, dict[str, Any]]] = {
     "account_id": ("string", ACCOUNT_ID_SCHEMA),
+    "token": ("string(maxlength=200)", CONNECT_TOKEN_SCHEMA),
     "run_id": (
         f"int(min=1, max={RUN_ID_MAX})",
         {"type": "integer", "minimum": 1, "maximum": RUN_ID_MAX},
@@ -68,7 +69,7 @@ def document(
     path: str,
     *,
     summary: str,
-    responses: dict[int, type[BaseModel]],
+    responses: dict[int, type[BaseModel] | None],
     errors: Iterable[int] = (),
     body: type[BaseModel] | None = None,
     query: type[BaseModel] | None = None,
@@ -119,15 +120,16 @@ def route(
     path: str,
     *,
     summary: str,
-    responses: dict[int, type[BaseModel]],
+    responses: dict[int, type[BaseModel] | None],
     errors: Iterable[int] = (),
     body: type[BaseModel] | None = None,
     query: type[BaseModel] | None = None,
     auth: bool = True,
     description: str | None = None,
 ) -> Callable[[View], View]:
-    """Route `path` (relative to /api/v1) on the blueprint and document it."""
-    status_of = {model: status for status, model in responses.items()}
+    """Route `path` (relative to /api/v1) on the blueprint and document it. A success status
+    mapped to None (204) has no body: the view returns a Response."""
+    status_of = {model: status for status, model in responses.items() if model is not None}
 
     def decorate(view: View) -> View:
         document(

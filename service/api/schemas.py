@@ -22,6 +22,13 @@ ACCOUNT_ID_SCHEMA: dict[str, Any] = {
     "pattern": ACCOUNT_ID_PATTERN,
     "description": "The integrator's id of a user or an org",
 }
+CONNECT_TOKEN_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 200,
+    "pattern": r"^[A-Za-z0-9_.-]+$",
+    "description": "The token of a connect session (the last segment of its connect_url)",
+}
 RUN_ID_MAX = 2**31 - 1  # sync_runs.id is a 32-bit integer on PostgreSQL
 LINK_ID_DIGITS = 18  # a cursor is a link id; 18 digits stay inside every backend's integer
 
@@ -103,6 +110,14 @@ class ConnectSessionOut(BaseModel):
     token: str
     connect_url: str
     expires_at: datetime
+
+
+class ManageLinkOut(BaseModel):
+    url: str = Field(description="PUBLIC_URL/manage/<token>: one-time, for one browser")
+    expires_at: datetime = Field(
+        description="Open it before this; the browser then keeps the status view for "
+        "MANAGE_SESSION_TTL_SECONDS"
+    )
 
 
 class CloseUser(BaseModel):

@@ -19,17 +19,24 @@ from service.close.client import CloseClient, CloseError, StaticToken
 from service.close.oauth import OAuthFailure
 from service.close.tokens import NeedsReauth, NotConnected, TokenRefreshUnavailable, store_tokens
 from service.connections.disconnect import remove_close_links
+from service.connections.sessions import (
+    check_connect_usable,
+    complete_connect_session,
+    create_connect_session,
+)
 from service.errors import DomainError, Gone, UpstreamUnavailable, ValidationFailed
 from service.infra.db import utcnow
 from service.infra.models import (
     Connection,
     ConnectionStatus,
     ConnectSession,
+    ManageSession,
     OAuthState,
     SyncedLink,
     Trigger,
 )
 from service.services import Services
+from service.settings import Settings
 from service.sync.triggers import request_sync
 
 log = logging.getLogger(__name__)
@@ -61,10 +68,15 @@ def begin_authorization(
     return svc.oauth.authorization_url(state)
 
 
+class CallbackReplayed(Exception):
+    """The browser reloaded the callback of a flow it completed: send it to its status view."""
+
+
 def check_state(
-    session: Session, state: str | None, browser_binding: str | None
+    session: Session, settings: Settings, state: str | None, browser_binding: str | None
 ) -> tuple[OAuthState, ConnectSession]:
-    """Validate and consume the state; raise a friendly error otherwise (nothing stored)."""
+    """Validate and consume the state; raise a friendly error otherwise (nothing stored), or
+    CallbackReplayed when this browser reloads the callback of its completed connect."""
     if not state:
         raise ValidationFailed(
             "This sign-in link is incomplete (no state). Start again from the connect page."
@@ -84,6 +96,8 @@ def check_state(
             "Start again from the connect page."
         )
     if pending.used_at is not None:
+        if _completed_here(session, pending):
+            raise CallbackReplayed()
         raise ValidationFailed(
             "This sign-in link was already used. Start again from the connect page."
         )
@@ -93,9 +107,48 @@ def check_state(
         )
     pending.used_at = utcnow()  # replay protection, committed with whatever follows
     connect = session.get(ConnectSession, pending.connect_session_id)
-    if connect is None or connect.expires_at <= utcnow():
-        raise Gone("This connect link has expired. Ask for a new one from your settings page.")
+    if connect is None:
+        raise Gone(
+            "This connect link is no longer valid. Ask for a new one from your settings page."
+        )
+    check_connect_usable(session, settings, connect, lock=True)
     return pending, connect
+
+
+def _completed_here(session: Session, pending: OAuthState) -> bool:
+    """A used state of this browser whose connect session completed, with the connection
+    still active: a reload of the callback after success (or the Back button)."""
+    connect = session.get(ConnectSession, pending.connect_session_id)
+    if connect is None or connect.completed_at is None:
+        return False
+    connection = session.scalar(
+        select(Connection).where(Connection.account_id == connect.account_id)
+    )
+    return connection is not None and connection.status == ConnectionStatus.ACTIVE
+
+
+def finish_authorization(
+    session: Session,
+    svc: Services,
+    *,
+    connect: ConnectSession,
+    code: str | None,
+    error: str | None,
+    browser_binding: str,
+) -> tuple[Connection, ManageSession]:
+    """Complete the flow, use up the connect link, and let this browser manage the result."""
+    connection = complete_authorization(session, svc, connect=connect, code=code, error=error)
+    manage = complete_connect_session(session, svc.settings, connect, connection, browser_binding)
+    return connection, manage
+
+
+def begin_reconnect(
+    session: Session, svc: Services, connection: Connection, browser_binding: str
+) -> str:
+    """Reconnect from the status view (the manage session vouches for the admin): a fresh,
+    one-time connect session for this flow, and Close's authorize URL."""
+    connect, _token, _url = create_connect_session(session, svc.settings, connection.account_id)
+    return begin_authorization(session, svc, connect, browser_binding)
 
 
 def complete_authorization(

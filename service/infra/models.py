@@ -169,6 +169,31 @@ class ConnectSession(Base):
     return_url: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(TZDateTime)
+    # Single use: set when its callback completes; the link then works only as a way back to
+    # the status view, in the browser that completed it (through its manage session).
+    completed_at: Mapped[datetime | None] = mapped_column(TZDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(TZDateTime)  # DELETE by the integrator
+
+
+class ManageSession(Base):
+    """A browser's access to one connection's status view (Sync now, Disconnect), separate from
+    the single-use connect link. Granted to the browser that completed a connect, or minted as a
+    one-time manage link by the integrator (API or `linksync connect-link --manage`), which the
+    first browser to open it claims. Revocable one by one; all of a connection's sessions die
+    when it is disconnected (unless re-granted to the browser that disconnected) or reconnected
+    elsewhere."""
+
+    __tablename__ = "manage_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    connection_id: Mapped[int] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE"), index=True
+    )
+    browser_binding: Mapped[str | None] = mapped_column(String(128))  # None until claimed
+    created_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(TZDateTime)
+    claimed_at: Mapped[datetime | None] = mapped_column(TZDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(TZDateTime)
 
 
 class OAuthState(Base):

@@ -1,4 +1,5 @@
-"""The org admin's pages: connect, OAuth callback, status with Sync now and Disconnect."""
+"""The org admin's pages: connect (a single-use link), the OAuth callback, and the status view
+(Sync now, Disconnect) reached through this browser's manage session, not the connect link."""
 
 from __future__ import annotations
 
@@ -11,14 +12,25 @@ from sqlalchemy.orm import Session
 
 from service.connections import queries
 from service.connections.authorize import (
+    CallbackReplayed,
     ConsentDeclined,
     begin_authorization,
+    begin_reconnect,
     check_state,
-    complete_authorization,
+    finish_authorization,
 )
 from service.connections.disconnect import disconnect
-from service.connections.sessions import connect_token_for, resolve_connect_token
-from service.errors import Conflict
+from service.connections.sessions import (
+    check_connect_usable,
+    claim_manage_link,
+    connect_token_for,
+    grant_manage_session,
+    has_manage_session,
+    load_connect_token,
+    manage_session_connection,
+    resolve_connect_token,
+)
+from service.errors import Conflict, Gone, ValidationFailed
 from service.infra.models import (
     Connection,
     ConnectionStatus,
@@ -30,6 +42,7 @@ from service.web.context import db_session, services
 bp = Blueprint("web_views", __name__)
 
 BINDING_KEY = "oauth_binding"
+MANAGE_KEY = "manage_session"
 LINKS_SHOWN = 200
 
 
@@ -39,6 +52,17 @@ def _browser_binding() -> str:
         binding = secrets.token_urlsafe(24)
         session[BINDING_KEY] = binding
     return binding
+
+
+def _remember_manage(manage_id: str) -> None:
+    session[MANAGE_KEY] = manage_id
+    session.permanent = True  # survives a browser restart; the server-side row decides
+
+
+def _managed_connection(db: Session) -> Connection:
+    return manage_session_connection(
+        db, services().settings, session.get(MANAGE_KEY), session.get(BINDING_KEY)
+    )
 
 
 def _status_context(db: Session, connection: Connection) -> dict[str, Any]:
@@ -51,22 +75,34 @@ def _status_context(db: Session, connection: Connection) -> dict[str, Any]:
     }
 
 
+def _to_status() -> Any:
+    return redirect(url_for("web_views.status_page"), code=303)
+
+
+# Connect ------------------------------------------------------------------------------------
+
+
 @bp.get("/connect/<token>")
 def connect_page(token: str) -> Any:
     db = db_session()
-    connect = resolve_connect_token(db, services().settings, token)
+    settings = services().settings
+    connect = load_connect_token(db, settings, token)
+    try:
+        check_connect_usable(db, settings, connect)
+    except Gone:
+        # A used or expired link, reopened by the browser that connected: its status view.
+        if has_manage_session(
+            db, settings, session.get(MANAGE_KEY), session.get(BINDING_KEY), connect.account_id
+        ):
+            return _to_status()
+        raise
     connection = queries.find_connection(db, connect.account_id)
-    notice = session.pop("notice", None)
-    if connection is not None and connection.status != ConnectionStatus.DISCONNECTED:
-        return render_template(
-            "status.html", token=token, notice=notice, **_status_context(db, connection)
-        )
     return render_template(
         "connect.html",
         token=token,
         account_id=connect.account_id,
         connection=connection,
-        notice=notice,
+        notice=session.pop("notice", None),
     )
 
 
@@ -83,52 +119,58 @@ def authorize(token: str) -> Any:
 def callback() -> Any:
     db = db_session()
     args = flask_request.args
-    _pending, connect = check_state(db, args.get("state"), session.get(BINDING_KEY))
-    token = connect_token_for(services().settings, connect.id)
+    binding = session.get(BINDING_KEY)
     try:
-        complete_authorization(
-            db, services(), connect=connect, code=args.get("code"), error=args.get("error")
+        _pending, connect = check_state(db, services().settings, args.get("state"), binding)
+    except CallbackReplayed:
+        db.rollback()
+        return _to_status()
+    assert isinstance(binding, str)  # check_state refuses a browser without one
+    try:
+        _connection, manage = finish_authorization(
+            db,
+            services(),
+            connect=connect,
+            code=args.get("code"),
+            error=args.get("error"),
+            browser_binding=binding,
         )
     except ConsentDeclined as exc:
         db.commit()  # the state is used up either way
+        token = connect_token_for(services().settings, connect.id)
         return render_template("declined.html", token=token, message=exc.message), 400
     db.commit()  # the first sync is enqueued after this commit
+    _remember_manage(manage.id)
     session["notice"] = "Connected. The first sync has started."
-    return redirect(connect.return_url or url_for("web_views.connect_page", token=token), code=303)
+    return redirect(connect.return_url or url_for("web_views.status_page"), code=303)
 
 
-@bp.post("/connect/<token>/sync")
-def sync_now(token: str) -> Any:
+# Manage -------------------------------------------------------------------------------------
+
+
+@bp.get("/manage/<token>")
+def manage_link(token: str) -> Any:
     db = db_session()
-    connect = resolve_connect_token(db, services().settings, token)
-    connection = queries.find_connection(db, connect.account_id)
-    if connection is None:
-        raise Conflict("This account is not connected, so there is nothing to sync.")
-    request_sync(db, services(), connection, Trigger.MANUAL)
+    manage = claim_manage_link(db, services().settings, token, _browser_binding())
+    manage_session_connection(db, services().settings, manage.id, session.get(BINDING_KEY))
     db.commit()
-    session["notice"] = "Sync started."
-    return redirect(url_for("web_views.connect_page", token=token), code=303)
+    _remember_manage(manage.id)
+    return _to_status()
 
 
-@bp.post("/connect/<token>/disconnect")
-def disconnect_now(token: str) -> Any:
+@bp.get("/status")
+def status_page() -> Any:
     db = db_session()
-    connect = resolve_connect_token(db, services().settings, token)
-    connection = queries.find_connection(db, connect.account_id)
-    if connection is not None and connection.status != ConnectionStatus.DISCONNECTED:
-        db.rollback()
-        disconnect(services(), connection.id, keep_links=False)
-    session["notice"] = "Disconnected. Your links were removed from Close."
-    return redirect(url_for("web_views.connect_page", token=token), code=303)
+    connection = _managed_connection(db)
+    return render_template(
+        "status.html", notice=session.pop("notice", None), **_status_context(db, connection)
+    )
 
 
-@bp.get("/connect/<token>/status.json")
-def status_json(token: str) -> Response:
+@bp.get("/status.json")
+def status_json() -> Response:
     db = db_session()
-    connect = resolve_connect_token(db, services().settings, token)
-    connection = queries.find_connection(db, connect.account_id)
-    if connection is None:
-        return jsonify(status="not_connected")
+    connection = _managed_connection(db)
     context = _status_context(db, connection)
     run = context["last_run"]
     return jsonify(
@@ -136,3 +178,66 @@ def status_json(token: str) -> Response:
         counts=context["counts"],
         run=None if run is None else queries.run_json(run),
     )
+
+
+@bp.post("/status/sync")
+def sync_now() -> Any:
+    db = db_session()
+    connection = _managed_connection(db)
+    if not connection.syncable:
+        raise Conflict("This account is not connected, so there is nothing to sync.")
+    request_sync(db, services(), connection, Trigger.MANUAL)
+    db.commit()
+    session["notice"] = "Sync started."
+    return _to_status()
+
+
+@bp.post("/status/reconnect")
+def reconnect() -> Any:
+    db = db_session()
+    connection = _managed_connection(db)
+    url = begin_reconnect(db, services(), connection, _browser_binding())
+    db.commit()
+    return redirect(url, code=302)
+
+
+@bp.get("/status/disconnect")
+def confirm_disconnect() -> Any:
+    db = db_session()
+    connection = _managed_connection(db)
+    if connection.status == ConnectionStatus.DISCONNECTED:
+        return _to_status()
+    return render_template(
+        "disconnect.html", connection=connection, counts=queries.link_counts(db, connection.id)
+    )
+
+
+KEEP_LINKS_CHOICES = {"remove": False, "keep": True}
+
+
+@bp.post("/status/disconnect")
+def disconnect_now() -> Any:
+    db = db_session()
+    connection = _managed_connection(db)
+    choice = flask_request.form.get("links")
+    if choice not in KEEP_LINKS_CHOICES:
+        raise ValidationFailed(
+            "Choose whether to remove the links from Close or leave them there.", field="links"
+        )
+    keep_links = KEEP_LINKS_CHOICES[choice]
+    connection_id = connection.id
+    if connection.status != ConnectionStatus.DISCONNECTED:
+        db.rollback()  # disconnect calls Close and commits its own work
+        disconnect(services(), connection_id, keep_links=keep_links)
+        # Disconnecting ends every browser's access; this browser keeps its (disconnected)
+        # status view, from which it can connect again.
+        connection = queries.connection_by_id(db, connection_id)
+        manage = grant_manage_session(db, services().settings, connection, _browser_binding())
+        db.commit()
+        _remember_manage(manage.id)
+    session["notice"] = (
+        "Disconnected. Your links were left in Close; they will no longer be updated."
+        if keep_links
+        else "Disconnected. Your links were removed from Close."
+    )
+    return _to_status()

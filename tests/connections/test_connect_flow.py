@@ -98,10 +98,8 @@ def test_connect_flow_stores_encrypted_tokens_and_enqueues_the_first_sync(
     account, token = browser.new_connect()
     callback = browser.consent(browser.start(token))
     response = browser.client.get(callback)
-    assert response.status_code == 303 and response.headers["Location"].endswith(
-        f"/connect/{token}"
-    )
-    page = browser.client.get(f"/connect/{token}").get_data(as_text=True)
+    assert response.status_code == 303 and response.headers["Location"].endswith("/status")
+    page = browser.client.get("/status").get_data(as_text=True)
     assert (
         "Jane Doe" in page
         and "jane@acme.com" in page
@@ -177,7 +175,8 @@ def test_callback_abuse_is_refused_and_stores_nothing(
         assert browser.client.get(callback).status_code == 303
         with browser.svc.db.session() as session:
             session.query(Connection).filter(Connection.account_id == account).delete()
-        second = parse_qs(urlsplit(browser.start(token)).query)["state"][0]
+        _, fresh = browser.new_connect(account)
+        second = parse_qs(urlsplit(browser.start(fresh)).query)["state"][0]
         response = browser.client.get(f"/oauth/close/callback?code={code}&state={second}")
     elif abuse == "other_error":
         response = browser.client.get(f"/oauth/close/callback?error=server_error&state={state}")
@@ -201,8 +200,13 @@ def test_expired_and_tampered_connect_links(browser: Browser) -> None:
 
 def test_forms_need_the_csrf_token(browser: Browser) -> None:
     _, token = browser.new_connect()
-    for action in ("authorize", "sync", "disconnect"):
-        response = browser.client.post(f"/connect/{token}/{action}")
+    for path in (
+        f"/connect/{token}/authorize",
+        "/status/sync",
+        "/status/disconnect",
+        "/status/reconnect",
+    ):
+        response = browser.client.post(path)
         assert response.status_code == 400 and "Reload the page" in response.get_data(as_text=True)
 
 
@@ -222,12 +226,15 @@ def test_reconnect_same_user_replaces_tokens_other_user_moves_the_connection(
     run_sync(browser.svc, cid, trigger="manual")
     assert set(our_links(sandbox, "user_jane")) == {"evt_1", "evt_2"}
 
+    # Each reconnect needs a fresh link: a connect link is single-use.
+    _, token = browser.new_connect(account)
     browser.client.get(browser.consent(browser.start(token)))  # same user again
     with browser.svc.db.session() as session:
         connection = session.get(Connection, cid)
         assert connection is not None and connection.token_generation > first_generation
     assert set(our_links(sandbox, "user_jane")) == {"evt_1", "evt_2"}
 
+    _, token = browser.new_connect(account)
     browser.client.get(browser.consent(browser.start(token), user="user_john", org="orga_acme"))
     assert our_links(sandbox, "user_jane") == {}  # the old user's links were removed first
     with browser.svc.db.session() as session:
@@ -243,15 +250,11 @@ def test_one_accounts_token_never_reaches_another_account(browser: Browser, sand
     _, attacker_token = browser.new_connect()
     page = browser.client.get(f"/connect/{attacker_token}").get_data(as_text=True)
     assert "Connect to Close" in page and "Jane Doe" not in page and victim not in page
-    status = browser.client.get(f"/connect/{attacker_token}/status.json").json
-    assert status == {"status": "not_connected"}
+    # The status view needs a manage session; a connect token is not one.
+    status = browser.client.get("/status.json")
+    assert status.status_code == 401 and victim not in status.get_data(as_text=True)
     csrf = browser.csrf(f"/connect/{attacker_token}")
-    assert (
-        browser.client.post(
-            f"/connect/{attacker_token}/sync", data={"csrf_token": csrf}
-        ).status_code
-        == 409
-    )
+    assert browser.client.post("/status/sync", data={"csrf_token": csrf}).status_code == 401
     with browser.svc.db.session() as session:
         connection = session.scalar(select(Connection).where(Connection.account_id == victim))
         assert connection is not None and connection.status == "active"

@@ -23,7 +23,12 @@
         set("count-error", data.counts.error || 0);
         var active = data.run && data.run.active;
         progress.hidden = !active;
-        if (active) { text.textContent = data.run.done + " / " + data.run.total; }
+        if (active) {
+          // No total yet: the run is still reading the source, so say that, not "0 / 0".
+          text.textContent = data.run.total
+            ? "Syncing\u2026 " + data.run.done + " / " + data.run.total
+            : "Reading your event types\u2026";
+        }
         if (wasActive && !active) { window.location.reload(); }
         wasActive = active;
       })

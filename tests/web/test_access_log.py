@@ -1,0 +1,75 @@
+"""gunicorn's access log keeps no bearer credential: no OAuth code or state, no connect or
+manage token. A real gunicorn process with our config, and real requests."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from service.connections.sessions import create_connect_session
+from service.infra import migrate
+from service.services import Services
+from service.settings import Settings
+from tests.conftest import ROOT, settings_env, wait_until
+from tests.e2e.conftest import free_port
+
+
+def test_access_log_masks_tokens_and_oauth_codes(
+    make_settings: Callable[..., Settings], tmp_path: Path, sandbox: Any
+) -> None:
+    port = free_port()
+    settings = make_settings(PUBLIC_URL=f"http://127.0.0.1:{port}")
+    migrate.upgrade(settings.database_url)
+    svc = Services(settings, enqueue=lambda *_: None)
+    with svc.db.session() as session:
+        _, token, _ = create_connect_session(session, settings, "acct-access-log")
+    svc.close()
+    env = settings_env(settings) | {"GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": "1"}
+    log_path = tmp_path / "gunicorn.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                "python:service.gunicorn_conf",
+                "service.wsgi:app",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            try:
+                return requests.get(f"{base}/healthz", timeout=5).ok
+            except requests.RequestException:
+                return False
+
+        wait_until(up, timeout=30)
+        code, state = "SECRETCODE1234567890", "SECRETSTATE1234567890abcd"
+        requests.get(f"{base}/oauth/close/callback?code={code}&state={state}", timeout=5)
+        requests.get(f"{base}/connect/{token}", timeout=5)
+        requests.get(
+            f"{base}/healthz?keep=1", headers={"Referer": f"{base}/connect/{token}"}, timeout=5
+        )
+        requests.get(f"{base}/manage/{token}", timeout=5)
+        time.sleep(0.5)
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    lines = log_path.read_text(errors="replace")
+    assert "GET /oauth/close/callback?*** " in lines and "GET /connect/*** " in lines
+    assert "GET /manage/*** " in lines and "/healthz?keep=1" in lines
+    for secret in (code, state, token, "code="):
+        assert secret not in lines, lines
