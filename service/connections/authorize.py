@@ -20,6 +20,7 @@ from service.close.oauth import OAuthFailure
 from service.close.tokens import NeedsReauth, NotConnected, TokenRefreshUnavailable, store_tokens
 from service.connections.disconnect import remove_close_links
 from service.errors import DomainError, Gone, UpstreamUnavailable, ValidationFailed
+from service.infra import outbox
 from service.infra.db import utcnow
 from service.infra.models import (
     Connection,
@@ -167,6 +168,7 @@ def complete_authorization(
     connection.source_etag = None
     connection.next_sync_at = now + timedelta(seconds=svc.settings.SYNC_INTERVAL_SECONDS)
     store_tokens(connection, tokens, svc.cipher, svc.settings.TOKEN_REFRESH_MARGIN_SECONDS)
+    outbox.record_connected(session, connection)  # before the flush: the row tells new or known
     session.flush()
     request_sync(session, svc, connection, Trigger.CONNECT)
     return connection
