@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import time
 from typing import Any
 
@@ -87,7 +88,7 @@ def test_flaky_receiver_gets_every_event_once_delivered_in_order_signed(
             for i, r in enumerate(x for x in recv.received if x.json["id"] in uids)
             if r.status == 200
         }
-        for earlier, later in zip(uids, uids[1:], strict=False):
+        for earlier, later in itertools.pairwise(uids):
             assert posts.index(later) > first_success[earlier]
     with event_services.db.session() as session:
         attempts = session.scalars(select(EventAttempt).order_by(EventAttempt.id)).all()
