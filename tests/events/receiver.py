@@ -34,12 +34,14 @@ class Receiver:
     default: int = 200
     delay: float = 0.0
     received: list[Received] = field(default_factory=list)
+    arrived: int = 0  # requests that started (answered or not)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         request = Request(environ)
         body = request.get_data()
         with self.lock:
+            self.arrived += 1
             status = self.script.pop(0) if self.script else self.default
         if self.delay:
             time.sleep(self.delay)
