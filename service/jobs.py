@@ -54,7 +54,10 @@ def make_celery(settings: Settings, task_cls: str | None = None) -> Celery:
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         timezone="UTC",
-        task_queues=(Queue("celery"), Queue(EVENTS_QUEUE)),
+        task_queues=(
+            Queue("celery", routing_key="celery"),
+            Queue(EVENTS_QUEUE, routing_key=EVENTS_QUEUE),
+        ),
         task_routes={TASK_DELIVER_EVENTS: {"queue": EVENTS_QUEUE}},
     )
     if settings.REDIS_URL:
