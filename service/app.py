@@ -55,6 +55,7 @@ def create_app(
     from service.api import document  # noqa: F401 - registers GET /api/v1/openapi.json
     from service.api.routing import bp as api_bp
     from service.api.webhooks import bp as webhooks_bp
+    from service.web.admin import events as _admin_events  # noqa: F401 - routes on admin_bp
     from service.web.admin.pages import bp as admin_bp
     from service.web.ops import bp as ops_bp
     from service.web.views import bp as web_bp

@@ -11,12 +11,17 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from celery import Celery
+from kombu import Queue
 
 from service.settings import Settings
 
 TASK_SYNC = "linksync.sync_connection"
 TASK_TICK = "linksync.schedule_due_syncs"
 TASK_CLEANUP = "linksync.cleanup"
+TASK_DELIVER_EVENTS = "linksync.deliver_events"
+# Event delivery has a queue of its own, so a slow integrator endpoint never sits in front of
+# syncs; every worker consumes both unless started with -Q (e.g. a dedicated `-Q events` one).
+EVENTS_QUEUE = "events"
 
 # enqueue(connection_id, trigger, run_id) -> None: how a web request or a task asks for a sync.
 Enqueue = Callable[[int, str, int | None], None]
@@ -49,6 +54,11 @@ def make_celery(settings: Settings, task_cls: str | None = None) -> Celery:
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         timezone="UTC",
+        task_queues=(
+            Queue("celery", routing_key="celery"),
+            Queue(EVENTS_QUEUE, routing_key=EVENTS_QUEUE),
+        ),
+        task_routes={TASK_DELIVER_EVENTS: {"queue": EVENTS_QUEUE}},
     )
     if settings.REDIS_URL:
         # A task whose worker died is redelivered after this many seconds.
@@ -85,3 +95,15 @@ def enqueue_with(celery: Celery) -> Enqueue:
 def celery_enqueue(settings: Settings) -> Enqueue:
     """An Enqueue function for a process that only sends (the web app, the CLI, tests)."""
     return enqueue_with(make_celery(settings))
+
+
+def send_deliver_events(celery: Celery, *, countdown: float | None = None) -> None:
+    """Wake the event delivery (it delivers whatever is due, in order per connection)."""
+    celery.send_task(TASK_DELIVER_EVENTS, countdown=countdown, queue=EVENTS_QUEUE)
+
+
+def wake_events_with(celery: Celery) -> Callable[[], None]:
+    def wake() -> None:
+        send_deliver_events(celery)
+
+    return wake

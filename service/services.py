@@ -6,6 +6,7 @@ lazily on first use, so importing or building costs no I/O.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -16,11 +17,12 @@ from service.close.client import CloseClient, make_http_session
 from service.close.oauth import CloseOAuth
 from service.close.ratelimit import LocalRateBudget, RateBudget, RedisRateBudget
 from service.close.tokens import TokenManager
+from service.infra import outbox
 from service.infra.coordination import Coordinator, RedisCoordinator, SqlCoordinator
 from service.infra.crypto import TokenCipher
 from service.infra.db import Database
 from service.infra.models import Connection
-from service.jobs import Enqueue
+from service.jobs import Enqueue, make_celery, wake_events_with
 from service.settings import Settings
 from service.source.client import SourceClient
 
@@ -29,11 +31,21 @@ from service.source.client import SourceClient
 class Services:
     settings: Settings
     enqueue: Enqueue | None = None
+    # Called after a commit that wrote integrator events; None: send through a Celery app
+    # built from the settings (what the web app and the CLI need).
+    wake_events: Callable[[], None] | None = None
     _http: requests.Session = field(default_factory=make_http_session, repr=False)
 
     @cached_property
     def db(self) -> Database:
-        return Database(self.settings.database_url)
+        db = Database(self.settings.database_url)
+        outbox.install_wake(db.sessionmaker, self._wake_events)
+        return db
+
+    def _wake_events(self) -> None:
+        if self.wake_events is None:
+            self.wake_events = wake_events_with(make_celery(self.settings))
+        self.wake_events()
 
     @cached_property
     def redis(self) -> redis.Redis | None:

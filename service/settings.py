@@ -102,6 +102,16 @@ class Settings(BaseSettings):
     WEBHOOK_MAX_BODY_BYTES: int = Field(default=64 * 1024, ge=1024)
     WEBHOOK_RATE_LIMIT_PER_MINUTE: int = Field(default=600, ge=1)
 
+    # Events to the integrator (product.md "Events to the integrator"); without a URL,
+    # events are only kept for the feed.
+    INTEGRATOR_WEBHOOK_URL: str | None = None
+    INTEGRATOR_WEBHOOK_SECRET: str | None = None
+    INTEGRATOR_WEBHOOK_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0, le=60)
+    INTEGRATOR_WEBHOOK_RETRY_SECONDS: int = Field(default=86400, ge=0, le=7 * 86400)
+    INTEGRATOR_WEBHOOK_BACKOFF_SECONDS: float = Field(default=5.0, gt=0, le=3600)
+    INTEGRATOR_EVENTS_SYNC_COMPLETED: bool = False
+    INTEGRATOR_EVENTS_RETENTION_DAYS: int = Field(default=30, ge=1, le=3650)
+
     OPERATOR_USERNAME: str | None = None
     OPERATOR_PASSWORD_HASH: str | None = None
 
@@ -122,6 +132,16 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an absolute http(s) URL")
         return value.rstrip("/")
+
+    @field_validator("INTEGRATOR_WEBHOOK_URL")
+    @classmethod
+    def _optional_absolute_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL")
+        return value
 
     @field_validator("LOG_FORMAT")
     @classmethod
@@ -149,6 +169,8 @@ class Settings(BaseSettings):
             missing = [name for name in REQUIRED_OUTSIDE_DEV if not getattr(self, name)]
             if missing:
                 raise ValueError(f"{', '.join(missing)} must be set when LINKSYNC_ENV=production")
+        if self.INTEGRATOR_WEBHOOK_URL and not self.INTEGRATOR_WEBHOOK_SECRET:
+            raise ValueError("INTEGRATOR_WEBHOOK_SECRET must be set with INTEGRATOR_WEBHOOK_URL")
         if bool(self.CLOSE_CLIENT_ID) != bool(self.CLOSE_CLIENT_SECRET):
             raise ValueError("CLOSE_CLIENT_ID and CLOSE_CLIENT_SECRET must be set together")
         return self

@@ -8,7 +8,7 @@ task needs one.
 from __future__ import annotations
 
 from service.infra.logs import configure_logging
-from service.jobs import enqueue_with, make_celery
+from service.jobs import enqueue_with, make_celery, wake_events_with
 from service.services import Services
 from service.settings import load_settings_or_exit
 from workers import tasks
@@ -19,6 +19,6 @@ configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
 
 app = make_celery(settings, task_cls="workers.tasks:ServiceTask")
 app.conf.beat_schedule = beat_schedule(settings)
-services = Services(settings, enqueue=enqueue_with(app))
+services = Services(settings, enqueue=enqueue_with(app), wake_events=wake_events_with(app))
 tasks.ServiceTask.bind_services(services)
 tasks.register(app)

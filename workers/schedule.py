@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.jobs import TASK_CLEANUP, TASK_TICK
+from service.jobs import EVENTS_QUEUE, TASK_CLEANUP, TASK_DELIVER_EVENTS, TASK_TICK
 from service.settings import Settings
 
 
@@ -16,4 +16,10 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "options": {"expires": float(settings.SCHEDULER_TICK_SECONDS)},
         },
         "cleanup": {"task": TASK_CLEANUP, "schedule": 3600.0},
+        # The sweep: events whose wake-up was lost (crash, broker outage) or whose retry is due.
+        "deliver-events": {
+            "task": TASK_DELIVER_EVENTS,
+            "schedule": float(settings.SCHEDULER_TICK_SECONDS),
+            "options": {"expires": float(settings.SCHEDULER_TICK_SECONDS), "queue": EVENTS_QUEUE},
+        },
     }

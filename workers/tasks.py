@@ -12,9 +12,18 @@ from typing import ClassVar
 from celery import Celery, Task
 
 from service.connections.housekeeping import clean_up
-from service.infra import logs
+from service.events.delivery import deliver_due
+from service.infra import locks, logs
+from service.infra.db import utcnow
 from service.infra.locks import busy_retry_countdown
-from service.jobs import TASK_CLEANUP, TASK_SYNC, TASK_TICK, send_sync
+from service.jobs import (
+    TASK_CLEANUP,
+    TASK_DELIVER_EVENTS,
+    TASK_SYNC,
+    TASK_TICK,
+    send_deliver_events,
+    send_sync,
+)
 from service.services import Services
 from service.sync.runner import SyncBusy, is_dirty, mark_coalesced, run_sync
 from service.sync.scheduler import due_connections
@@ -94,7 +103,26 @@ def cleanup(task: ServiceTask) -> None:
     clean_up(task.services)
 
 
+def deliver_events(task: ServiceTask) -> None:
+    """Deliver the integrator events that are due (woken after each commit that wrote some,
+    and swept by the beat every tick). A retry that comes due before the next tick, or a
+    deliverer found busy (perhaps dead: its lock expires), gets one delayed wake-up."""
+    svc = task.services
+    report = deliver_due(svc)
+    if report.busy:
+        countdown = locks.sync_lock_ttl(svc.settings)
+    elif report.next_due is not None:
+        countdown = max((report.next_due - utcnow()).total_seconds(), 0.05)
+        if countdown > svc.settings.SCHEDULER_TICK_SECONDS:
+            return  # the beat's sweep comes first
+    else:
+        return
+    if svc.coordinator.set_flag(locks.EVENTS_WAKE_SCHEDULED_FLAG, countdown):
+        send_deliver_events(task.app, countdown=countdown)
+
+
 def register(app: Celery) -> None:
     app.task(name=TASK_SYNC, bind=True, acks_late=True, max_retries=BUSY_RETRIES)(sync_connection)
     app.task(name=TASK_TICK, bind=True)(schedule_due_syncs)
     app.task(name=TASK_CLEANUP, bind=True)(cleanup)
+    app.task(name=TASK_DELIVER_EVENTS, bind=True, acks_late=True)(deliver_events)

@@ -6,12 +6,12 @@ import functools
 
 from flask import Response
 
-from service.api import openapi, routes, webhooks
+from service.api import events, openapi, routes, webhooks
 from service.api.routing import OPERATIONS, route
 from service.api.schemas import OpenAPIDocument
 
 # The modules whose operations the document describes (imported for their registrations).
-DOCUMENTED = (routes, webhooks)
+DOCUMENTED = (routes, webhooks, events)
 
 
 @route(

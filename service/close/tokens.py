@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from service.close.oauth import CloseOAuth, OAuthFailure, TokenSet
-from service.infra import locks, metrics
+from service.infra import locks, metrics, outbox
 from service.infra.coordination import Coordinator, LockNotAcquired, held_lock
 from service.infra.crypto import TokenCipher
 from service.infra.db import Database, utcnow
@@ -151,6 +151,7 @@ class TokenManager:
                 metrics.TOKEN_REFRESHES.labels("failed").inc()
                 connection.status = ConnectionStatus.NEEDS_REAUTH
                 connection.status_reason = NEEDS_REAUTH_REASON
+                outbox.record_status(session, connection, outbox.EventType.CONNECTION_NEEDS_REAUTH)
                 revoked = True
             else:
                 store_tokens(connection, tokens, self.cipher, self.margin.total_seconds())

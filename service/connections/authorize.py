@@ -25,6 +25,7 @@ from service.connections.sessions import (
     create_connect_session,
 )
 from service.errors import DomainError, Gone, UpstreamUnavailable, ValidationFailed
+from service.infra import outbox
 from service.infra.db import utcnow
 from service.infra.models import (
     Connection,
@@ -220,6 +221,7 @@ def complete_authorization(
     connection.source_etag = None
     connection.next_sync_at = now + timedelta(seconds=svc.settings.SYNC_INTERVAL_SECONDS)
     store_tokens(connection, tokens, svc.cipher, svc.settings.TOKEN_REFRESH_MARGIN_SECONDS)
+    outbox.record_connected(session, connection)  # before the flush: the row tells new or known
     session.flush()
     request_sync(session, svc, connection, Trigger.CONNECT)
     return connection

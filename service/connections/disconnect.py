@@ -12,7 +12,7 @@ from service.close.client import CloseError
 from service.close.oauth import OAuthFailure
 from service.close.tokens import NeedsReauth, NotConnected, TokenRefreshUnavailable, wipe_tokens
 from service.errors import Conflict, NotFound, UpstreamUnavailable
-from service.infra import locks
+from service.infra import locks, outbox
 from service.infra.coordination import LockNotAcquired, held_lock
 from service.infra.crypto import TokenDecryptError
 from service.infra.db import utcnow
@@ -70,6 +70,7 @@ def _disconnect_locked(svc: Services, connection_id: int, *, keep_links: bool) -
         connection.next_sync_at = None
         connection.source_etag = None
         session.execute(delete(SyncedLink).where(SyncedLink.connection_id == connection_id))
+        outbox.record_disconnected(session, connection, links_kept=keep_links)
         return connection
 
 

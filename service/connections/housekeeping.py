@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy import delete
 
+from service.infra import outbox
 from service.infra.db import utcnow
 from service.infra.models import ConnectSession, OAuthState, WebhookDelivery
 from service.services import Services
@@ -25,4 +26,7 @@ def clean_up(svc: Services) -> None:
         session.execute(delete(OAuthState).where(OAuthState.expires_at < now))
         session.execute(
             delete(ConnectSession).where(ConnectSession.expires_at < now - CONNECT_SESSIONS_KEPT)
+        )
+        outbox.delete_older_than(
+            session, now - timedelta(days=svc.settings.INTEGRATOR_EVENTS_RETENTION_DAYS)
         )

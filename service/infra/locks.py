@@ -10,6 +10,9 @@ relative to the one setting that drives them (SYNC_LOCK_TTL_SECONDS).
     pending:{connection}     a coalesced sync is queued and has not started (PENDING_TTL)
     refresh:{connection}     one token refresh at a time per connection (REFRESH_LOCK_TTL)
     operator-login:{h}:{n}   one slot per failed operator sign-in (the throttle's window)
+    events:deliver           one event deliverer at a time (sync lock TTL, heartbeat)
+    events:dirty             events were written while the deliverer ran: go round again
+    events:wake-scheduled    a delayed wake-up of the deliverer is already queued
 """
 
 from __future__ import annotations
@@ -47,6 +50,11 @@ def refresh_lock(connection_id: int) -> str:
 
 def operator_login_slot(digest: str, slot: int) -> str:
     return f"operator-login:{digest}:{slot}"
+
+
+EVENTS_DELIVERY_LOCK = "events:deliver"
+EVENTS_DIRTY_FLAG = "events:dirty"
+EVENTS_WAKE_SCHEDULED_FLAG = "events:wake-scheduled"
 
 
 def webhook_rate_key(account_id: str, window: int) -> str:

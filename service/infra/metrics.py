@@ -43,3 +43,18 @@ LINKS = Gauge("linksync_links", "Synced links by state", ["state"], multiprocess
 QUEUE_DEPTH = Gauge(
     "linksync_queue_depth", "Tasks waiting in the broker queue", multiprocess_mode="mostrecent"
 )
+EVENT_DELIVERY_ATTEMPTS = Counter(
+    "linksync_event_delivery_attempts_total",
+    "Deliveries of events to the integrator's webhook, by outcome",
+    ["outcome"],  # delivered | failed (a retry follows) | gave_up
+)
+EVENT_DELIVERY_SECONDS = Histogram(
+    "linksync_event_delivery_seconds",
+    "Latency of one delivery attempt to the integrator's webhook",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+EVENT_BACKLOG = Gauge(
+    "linksync_event_backlog",
+    "Events not yet delivered to the integrator's webhook",
+    multiprocess_mode="mostrecent",
+)

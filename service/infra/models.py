@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import (
+    JSON,
     ForeignKey,
     Index,
     Integer,
@@ -219,3 +221,70 @@ class CoordinationKey(Base):
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     value: Mapped[str] = mapped_column(String(255))
     expires_at: Mapped[datetime | None] = mapped_column(TZDateTime)
+
+
+# Events to the integrator (the outbox; see service.infra.outbox) ------------------------
+
+
+class DeliveryState(StrEnum):
+    PENDING = "pending"  # not yet delivered (or waiting for its next attempt)
+    DELIVERED = "delivered"
+    FAILED = "failed"  # given up after the retry window; the next event proceeds
+
+
+class Event(Base):
+    """One event for the integrator, written in the transaction of the change it reports.
+    `id` is the feed's cursor; `uid` is the public id (`evt_...`)."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_delivery_state_connection_id_id", "delivery_state", "connection_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uid: Mapped[str] = mapped_column(String(40), unique=True)
+    type: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow, index=True)
+    account_id: Mapped[str] = mapped_column(String(255))
+    member_id: Mapped[str | None] = mapped_column(String(255))
+    connection_id: Mapped[int | None] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE"), index=True
+    )
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    delivery_state: Mapped[DeliveryState] = mapped_column(
+        StrEnumType(DeliveryState, 16), default=DeliveryState.PENDING
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(TZDateTime)
+    give_up_at: Mapped[datetime | None] = mapped_column(TZDateTime)  # set at the first attempt
+    delivered_at: Mapped[datetime | None] = mapped_column(TZDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class EventAttempt(Base):
+    """One delivery attempt of an event to INTEGRATOR_WEBHOOK_URL."""
+
+    __tablename__ = "event_attempts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
+    attempted_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow)
+    outcome: Mapped[str] = mapped_column(
+        String(16)
+    )  # delivered | failed (a retry follows) | gave_up
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class ReportedLinkError(Base):
+    """The links last reported failing to the integrator (links.errors_changed compares the
+    links failing now with these)."""
+
+    __tablename__ = "reported_link_errors"
+
+    connection_id: Mapped[int] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE"), primary_key=True
+    )
+    source_id: Mapped[str] = mapped_column(String(255), primary_key=True)

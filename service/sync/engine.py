@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from service.close.client import CloseClient, CloseError, CloseValidationError
 from service.close.tokens import NeedsReauth, NotConnected, TokenRefreshUnavailable
-from service.infra import logs, metrics
+from service.infra import logs, metrics, outbox
 from service.infra.db import utcnow
 from service.infra.models import (
     Connection,
@@ -61,6 +61,7 @@ class EngineConfig:
     close_client_id: str  # our OAuth app: reconcile only ever considers its links
     concurrency: int  # Close calls in flight per run
     reconcile_interval: float  # seconds between reconciles of one connection
+    events_sync_completed: bool = False  # INTEGRATOR_EVENTS_SYNC_COMPLETED
 
 
 class SyncEngine:
@@ -154,6 +155,7 @@ class SyncEngine:
                 "the source says this account does not exist (404); syncing is paused and "
                 "no links were deleted"
             )
+            outbox.record_status(session, connection, outbox.EventType.CONNECTION_PAUSED)
             return RunStatus.FAILED, "source account not found (404): connection paused"
         except SourceUnavailable as exc:
             return RunStatus.FAILED, str(exc)
@@ -455,6 +457,9 @@ class SyncEngine:
         connection.last_sync_run_id = run.id
         if reconcile and status in (RunStatus.SUCCEEDED, RunStatus.PARTIAL):
             connection.next_reconcile_at = now + timedelta(seconds=self.config.reconcile_interval)
+        outbox.record_run(
+            session, connection, run, sync_completed=self.config.events_sync_completed
+        )
         session.commit()
 
 
@@ -478,6 +483,7 @@ def engine_for(
             close_client_id=s.close_client_id,
             concurrency=s.CLOSE_CONCURRENCY,
             reconcile_interval=float(s.RECONCILE_INTERVAL_SECONDS),
+            events_sync_completed=s.INTEGRATOR_EVENTS_SYNC_COMPLETED,
         ),
         on_progress=on_progress,
         on_phase=on_phase,

@@ -3,7 +3,7 @@ in service/ and workers/ (those inside functions too), so the folders keep telli
 
     entry surfaces   service.app, wsgi, cli, dev, doctor, gunicorn_conf, service.web, service.api,
                      workers
-    lifecycle        service.connections
+    lifecycle        service.connections, service.events (delivery and feed of the outbox)
     sync             service.sync
     wiring           service.services
     adapters         service.close, service.source, service.jobs (the only one that knows Celery)
@@ -35,6 +35,7 @@ NO_FLASK = (
     "service.source",
     "service.infra",
     "service.connections",
+    "service.events",
     "service.services",
     "service.jobs",
 )
@@ -44,7 +45,7 @@ LAYERS: list[tuple[int, tuple[str, ...]]] = [
     (1, ("service.close", "service.source", "service.jobs")),
     (2, ("service.services",)),
     (3, ("service.sync",)),
-    (4, ("service.connections",)),
+    (4, ("service.connections", "service.events")),
     (
         5,
         (

@@ -1,0 +1,62 @@
+"""A real worker delivers events woken after commit; killed mid-delivery (SIGKILL while the
+receiver holds the request), nothing is lost: a new worker delivers it (at least once)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select
+
+from service.infra.models import DeliveryState, Event
+from service.jobs import make_celery, send_deliver_events, wake_events_with
+from service.services import Services
+from service.settings import Settings
+from tests.conftest import RecordingEnqueue, new_account, wait_until
+from tests.events.conftest import INTEGRATOR_SECRET
+from tests.events.receiver import Receiver
+from tests.events.test_delivery import emit
+from tests.helpers import connect_directly
+
+
+def test_killed_mid_delivery_the_event_is_delivered_after_restart(
+    make_settings: Callable[..., Settings],
+    pg_url: str,
+    redis_url: str,
+    sandbox: Any,
+    receiver: tuple[Receiver, str],
+    start_worker: Callable[..., Any],
+) -> None:
+    recv, url = receiver
+    settings = make_settings(
+        DATABASE_URL=pg_url,
+        REDIS_URL=redis_url,
+        INTEGRATOR_WEBHOOK_URL=url,
+        INTEGRATOR_WEBHOOK_SECRET=INTEGRATOR_SECRET,
+        INTEGRATOR_WEBHOOK_TIMEOUT_SECONDS=30,
+        SYNC_LOCK_TTL_SECONDS=5,
+    )
+    celery = make_celery(settings)
+    svc = Services(settings, enqueue=RecordingEnqueue(), wake_events=wake_events_with(celery))
+    try:
+        cid = connect_directly(svc, sandbox, new_account())
+        recv.delay = 20  # the worker will be killed while it waits for this answer
+        worker = start_worker(settings)
+        (uid,) = emit(svc, cid, 1)  # the commit wakes the worker
+        wait_until(lambda: recv.arrived >= 1, timeout=30)
+        time.sleep(0.5)
+        worker.kill()
+        recv.delay = 0
+        start_worker(settings)
+        send_deliver_events(celery)  # what the beat's sweep sends every tick
+
+        def delivered_by_the_new_worker() -> bool:
+            with svc.db.session() as session:
+                event = session.scalar(select(Event).where(Event.uid == uid))
+                return event is not None and event.delivery_state == DeliveryState.DELIVERED
+
+        wait_until(delivered_by_the_new_worker, timeout=40)
+        assert recv.arrived >= 2  # posted again: at least once
+    finally:
+        svc.close()
