@@ -60,6 +60,12 @@ class TokenProvider(Protocol):
         """A new access token after Close rejected `rejected`."""
 
 
+def path_segment(value: str) -> str:
+    """`value` as one URL path segment: every reserved character percent-encoded, and `.` too,
+    because requests (urllib3) would otherwise resolve a `.` or `..` segment away."""
+    return quote(value, safe="").replace(".", "%2E")
+
+
 def endpoint_group(path: str) -> str:
     if path.startswith("/scheduling_link/integration/"):
         return "scheduling_link_integration"
@@ -130,7 +136,7 @@ class CloseClient:
     def delete_integration_link(self, source_id: str) -> bool:
         """True when deleted, False when Close had no such link (already gone)."""
         try:
-            self._send("DELETE", f"/scheduling_link/integration/{quote(source_id, safe='')}/")
+            self._send("DELETE", f"/scheduling_link/integration/{path_segment(source_id)}/")
         except CloseNotFound:
             return False
         return True
