@@ -1,8 +1,9 @@
 """The one client for Close's REST API: timeouts, the shared rate budget, retries, typed errors.
 
 Retry policy, all in `CloseClient._send`:
-- 429: wait what Close says (RateLimit reset / Retry-After / body), shared with every worker
-  through the rate budget; bounded attempts.
+- 429: wait the longest of what Close says (RateLimit reset / Retry-After / body rate_reset),
+  shared with every worker through the rate budget; a 429 that says nothing is backed off
+  exponentially with jitter; bounded attempts.
 - 5xx, connection errors and timeouts: exponential backoff with full jitter; bounded attempts.
   Safe because every write we make is idempotent (upsert keyed by source_id, delete by source_id).
 - 401: ask the token provider for a fresh token once, then retry once.
@@ -82,9 +83,15 @@ class RetryPolicy:
     base_delay: float = 0.25
     max_delay: float = 8.0
     max_rate_limited: int = 20  # 429s tolerated per call before giving up for this run
+    bare_429_delay: float = 1.0  # first wait after a 429 that names no wait at all
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         return rng.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
+
+    def bare_429_backoff(self, attempt: int, rng: random.Random) -> float:
+        """Exponential from `bare_429_delay`, with jitter in its upper half (never near 0)."""
+        ceiling = min(self.max_delay, self.bare_429_delay * 2 ** max(attempt - 1, 0))
+        return rng.uniform(ceiling / 2, ceiling)
 
 
 def make_http_session(pool_size: int = 16) -> requests.Session:
@@ -194,16 +201,19 @@ class CloseClient:
             metrics.CLOSE_CALLS.labels(group, str(status)).inc()
             body = _json(response)
             info = parse_rate_headers(response.headers, body)
-            self.budget.observe(self.org_id, self.token_key, group, info, status == 429)
-
-            if status < 300:
-                return body if isinstance(body, dict) else {}
             if status == 429:
                 metrics.CLOSE_RATE_LIMITED.labels(group).inc()
                 limited += 1
+                said = info.limited_wait()
+                block = said if said is not None else self.retry.bare_429_backoff(limited, self.rng)
+                self.budget.observe(self.org_id, self.token_key, group, info, block)
                 if limited > self.retry.max_rate_limited:
                     raise CloseUnavailable("Close kept rate limiting", status=429)
-                continue  # the budget now holds the wait Close asked for
+                continue  # the budget now holds the wait: every caller of this group waits
+            self.budget.observe(self.org_id, self.token_key, group, info, None)
+
+            if status < 300:
+                return body if isinstance(body, dict) else {}
             if status == 401 and not refreshed:
                 refreshed = True
                 token = self.tokens.refresh_after_401(token)
