@@ -148,17 +148,23 @@ class CloseClient:
             return False
         return True
 
-    def iter_links(self, page_size: int = 100) -> Iterator[dict[str, Any]]:
+    def iter_links(self, page_size: int = 100, max_pages: int = 1000) -> Iterator[dict[str, Any]]:
+        """Every link of the user, following `has_more`, and stopping safely if it never turns
+        false: a page that brings no new id ends the listing, and so does `max_pages`."""
         skip = 0
-        while True:
+        seen: set[str] = set()
+        for _ in range(max_pages):
             page = self._send(
                 "GET", "/scheduling_link/", params={"_skip": skip, "_limit": page_size}
             )
-            data = page.get("data") or []
-            yield from data
-            if not page.get("has_more") or not data:
+            data = [link for link in page.get("data") or [] if isinstance(link, dict)]
+            fresh = [link for link in data if str(link.get("id")) not in seen]
+            seen.update(str(link.get("id")) for link in fresh)
+            yield from fresh
+            if not page.get("has_more") or not fresh:
                 return
             skip += len(data)
+        raise CloseError(f"Close listed more than {max_pages} pages of links; stopped there")
 
     # Transport --------------------------------------------------------------------------
 

@@ -103,3 +103,39 @@ def test_an_id_with_a_slash_is_a_local_per_link_error_and_never_sent(
     row = rows_of(services, cid)["team/intro"]
     assert row.state == LinkState.ERROR
     assert "source_id must not contain '/'" in (row.last_error or "")
+
+
+def test_reconcile_never_deletes_links_of_another_live_connection_of_the_same_user(
+    services: Services, sandbox: Any, source: Any
+) -> None:
+    from tests.conftest import new_account
+    from tests.helpers import connect_directly
+
+    first, second = new_account(), new_account()
+    source.store.put_all(first, [event_type(1, first, id="a_1"), event_type(2, first, id="a_2")])
+    source.store.put_all(second, [event_type(1, second, id="b_1")])
+    # Two live connections of one Close user (as left by data from before connect refused it).
+    cid_a = connect_directly(services, sandbox, first)
+    cid_b = connect_directly(services, sandbox, second)
+    assert sync(services, cid_a).created == 2
+    run = sync(services, cid_b, reconcile=True)
+    assert (run.status, run.created, run.deleted) == ("succeeded", 1, 0)
+    assert set(our_links(sandbox)) == {"a_1", "a_2", "b_1"}
+
+
+def test_a_close_400_keeps_every_message_on_the_link() -> None:
+    from service.close.client import CloseValidationError
+    from service.sync.engine import rejection_text
+
+    exc = CloseValidationError(
+        "x",
+        status=400,
+        detail={
+            "error": "Validation error",
+            "errors": ["name clashes", "too many links"],
+            "field-errors": {"url": "Enter a valid URL.", "name": "Too long."},
+        },
+    )
+    assert rejection_text(exc) == (
+        "Validation error; name clashes; too many links; name: Too long.; url: Enter a valid URL."
+    )
