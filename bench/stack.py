@@ -261,6 +261,8 @@ def stack(
         "SOURCE_URL": f"http://127.0.0.1:{source_port}",
         "SOURCE_TOKEN": "bench-source-token",
         "CLOSE_CONCURRENCY": str(close_concurrency),
+        # The operator configures Close's per-token limit; headers only ever slow us below it.
+        "CLOSE_RATE_PER_SECOND": str(rate_per_token),
         "LOG_LEVEL": "WARNING",
         "WEBHOOK_RATE_LIMIT_PER_MINUTE": "100000",
         "PYTHONPATH": str(ROOT),

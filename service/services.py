@@ -68,7 +68,10 @@ class Services:
 
     @cached_property
     def budget(self) -> RateBudget:
-        return RedisRateBudget(self.redis) if self.redis is not None else LocalRateBudget()
+        rate = self.settings.CLOSE_RATE_PER_SECOND
+        if self.redis is not None:
+            return RedisRateBudget(self.redis, default_rate=rate)
+        return LocalRateBudget(default_rate=rate)
 
     @cached_property
     def oauth(self) -> CloseOAuth:

@@ -143,6 +143,18 @@ def make_settings(tmp_path: Path, sandbox: Any, source: Any) -> Callable[..., Se
     return factory
 
 
+def forget_connections(url: str) -> None:
+    """The session's PostgreSQL database outlives each test: drop the connections earlier
+    tests left (all as the sandbox's Jane), or a new connect as her would be refused as a
+    second account for one Close user."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM connections"))
+    engine.dispose()
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def backend_settings(
     request: pytest.FixtureRequest, make_settings: Callable[..., Settings], tmp_path: Path
@@ -152,14 +164,14 @@ def backend_settings(
         settings = make_settings()
         migrate.upgrade(settings.database_url)
         return settings
-    return make_settings(
-        DATABASE_URL=request.getfixturevalue("pg_url"),
-        REDIS_URL=request.getfixturevalue("redis_url"),
-    )
+    pg = request.getfixturevalue("pg_url")
+    forget_connections(pg)
+    return make_settings(DATABASE_URL=pg, REDIS_URL=request.getfixturevalue("redis_url"))
 
 
 @pytest.fixture
 def pg_settings(make_settings: Callable[..., Settings], pg_url: str, redis_url: str) -> Settings:
+    forget_connections(pg_url)
     return make_settings(DATABASE_URL=pg_url, REDIS_URL=redis_url)
 
 

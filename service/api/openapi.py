@@ -56,6 +56,7 @@ class Operation:
     summary: str
     responses: Mapping[int, type[BaseModel] | None]
     body: type[BaseModel] | None = None
+    body_required: bool = True
     parameters: tuple[Parameter, ...] = ()
     auth: bool = True
     description: str | None = None
@@ -118,7 +119,7 @@ def _operation(op: Operation, components: _Components) -> dict[str, Any]:
         result["tags"] = list(op.tags)
     if op.body is not None:
         result["requestBody"] = {
-            "required": True,
+            "required": op.body_required,
             "content": {"application/json": {"schema": components.ref(op.body, "validation")}},
         }
     return result

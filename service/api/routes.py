@@ -21,6 +21,7 @@ from service.api.schemas import (
     ManageLinkOut,
     RunCounts,
     RunProgress,
+    SyncIn,
     SyncQueued,
     SyncRunOut,
 )
@@ -169,13 +170,18 @@ def list_links(account_id: str, query: LinksQuery) -> LinkPage:
     "POST",
     "/accounts/{account_id}/sync",
     summary="Queue a resync now; poll the run with GET /api/v1/sync-runs/{id}",
+    description='Optional body {"reconcile": true}: also repair drift in Close (the run\'s '
+    "trigger is then reconcile). An empty body, with or without a Content-Type, is a resync.",
+    body=SyncIn,
+    body_required=False,
     responses={202: SyncQueued},
     errors=(409,),
 )
-def trigger_sync(account_id: str) -> SyncQueued:
+def trigger_sync(account_id: str, body: SyncIn | None) -> SyncQueued:
     session = db_session()
     connection = get_connection(session, account_id)
-    run = request_sync(session, services(), connection, Trigger.MANUAL)
+    trigger = Trigger.RECONCILE if body is not None and body.reconcile else Trigger.MANUAL
+    run = request_sync(session, services(), connection, trigger)
     session.commit()  # the enqueue fires after this commit
     return SyncQueued(run_id=run.id, status="queued")
 

@@ -72,6 +72,7 @@ def document(
     responses: dict[int, type[BaseModel] | None],
     errors: Iterable[int] = (),
     body: type[BaseModel] | None = None,
+    body_required: bool = True,
     query: type[BaseModel] | None = None,
     headers: Iterable[Parameter] = (),
     auth: bool = True,
@@ -104,6 +105,7 @@ def document(
                 summary=summary,
                 responses=statuses,
                 body=body,
+                body_required=body_required,
                 parameters=parameters,
                 auth=auth,
                 description=description,
@@ -123,12 +125,15 @@ def route(
     responses: dict[int, type[BaseModel] | None],
     errors: Iterable[int] = (),
     body: type[BaseModel] | None = None,
+    body_required: bool = True,
     query: type[BaseModel] | None = None,
     auth: bool = True,
     description: str | None = None,
 ) -> Callable[[View], View]:
     """Route `path` (relative to /api/v1) on the blueprint and document it. A success status
-    mapped to None (204) has no body: the view returns a Response."""
+    mapped to None (204) has no body: the view returns a Response. With
+    `body_required=False` an empty body (with any Content-Type, or none) gives the view
+    `body=None`; a body that is present is parsed and checked as usual."""
     status_of = {model: status for status, model in responses.items() if model is not None}
 
     def decorate(view: View) -> View:
@@ -139,6 +144,7 @@ def route(
             responses=responses,
             errors=errors,
             body=body,
+            body_required=body_required,
             query=query,
             auth=auth,
             description=description,
@@ -154,7 +160,8 @@ def route(
             if query is not None:
                 kwargs["query"] = parse_query(query)
             if body is not None:
-                kwargs["body"] = parse_body(body)
+                empty = not body_required and not request.get_data(cache=True).strip()
+                kwargs["body"] = None if empty else parse_body(body)
             result = view(**kwargs)
             if isinstance(result, Response):
                 return result
@@ -190,7 +197,7 @@ def authenticate() -> None:
 def parse_body(model: type[BaseModel]) -> Any:
     if request.mimetype != "application/json":
         raise UnsupportedMediaType("Content-Type must be application/json")
-    raw = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH: 413 before reading it
+    raw = request.get_data(cache=True)  # over MAX_CONTENT_LENGTH: 413 before reading it
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
 
 from service.connections.sessions import ACCOUNT_ID_MAX, validate_account_id
 from service.errors import ValidationFailed
@@ -171,6 +171,17 @@ class LinkOut(BaseModel):
 class LinkPage(BaseModel):
     data: list[LinkOut]
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null at end")
+
+
+class SyncIn(BaseModel):
+    """Optional body of POST /accounts/{account_id}/sync (an empty body is a plain resync)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reconcile: StrictBool = Field(
+        default=False,
+        description="Also list the user's links in Close and repair drift (trigger reconcile)",
+    )
 
 
 class SyncQueued(BaseModel):

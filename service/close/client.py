@@ -1,8 +1,9 @@
 """The one client for Close's REST API: timeouts, the shared rate budget, retries, typed errors.
 
 Retry policy, all in `CloseClient._send`:
-- 429: wait what Close says (RateLimit reset / Retry-After / body), shared with every worker
-  through the rate budget; bounded attempts.
+- 429: wait the longest of what Close says (RateLimit reset / Retry-After / body rate_reset),
+  shared with every worker through the rate budget; a 429 that says nothing is backed off
+  exponentially with jitter; bounded attempts.
 - 5xx, connection errors and timeouts: exponential backoff with full jitter; bounded attempts.
   Safe because every write we make is idempotent (upsert keyed by source_id, delete by source_id).
 - 401: ask the token provider for a fresh token once, then retry once.
@@ -60,6 +61,12 @@ class TokenProvider(Protocol):
         """A new access token after Close rejected `rejected`."""
 
 
+def path_segment(value: str) -> str:
+    """`value` as one URL path segment: every reserved character percent-encoded, and `.` too,
+    because requests (urllib3) would otherwise resolve a `.` or `..` segment away."""
+    return quote(value, safe="").replace(".", "%2E")
+
+
 def endpoint_group(path: str) -> str:
     if path.startswith("/scheduling_link/integration/"):
         return "scheduling_link_integration"
@@ -76,9 +83,15 @@ class RetryPolicy:
     base_delay: float = 0.25
     max_delay: float = 8.0
     max_rate_limited: int = 20  # 429s tolerated per call before giving up for this run
+    bare_429_delay: float = 1.0  # first wait after a 429 that names no wait at all
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         return rng.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
+
+    def bare_429_backoff(self, attempt: int, rng: random.Random) -> float:
+        """Exponential from `bare_429_delay`, with jitter in its upper half (never near 0)."""
+        ceiling = min(self.max_delay, self.bare_429_delay * 2 ** max(attempt - 1, 0))
+        return rng.uniform(ceiling / 2, ceiling)
 
 
 def make_http_session(pool_size: int = 16) -> requests.Session:
@@ -130,22 +143,28 @@ class CloseClient:
     def delete_integration_link(self, source_id: str) -> bool:
         """True when deleted, False when Close had no such link (already gone)."""
         try:
-            self._send("DELETE", f"/scheduling_link/integration/{quote(source_id, safe='')}/")
+            self._send("DELETE", f"/scheduling_link/integration/{path_segment(source_id)}/")
         except CloseNotFound:
             return False
         return True
 
-    def iter_links(self, page_size: int = 100) -> Iterator[dict[str, Any]]:
+    def iter_links(self, page_size: int = 100, max_pages: int = 1000) -> Iterator[dict[str, Any]]:
+        """Every link of the user, following `has_more`, and stopping safely if it never turns
+        false: a page that brings no new id ends the listing, and so does `max_pages`."""
         skip = 0
-        while True:
+        seen: set[str] = set()
+        for _ in range(max_pages):
             page = self._send(
                 "GET", "/scheduling_link/", params={"_skip": skip, "_limit": page_size}
             )
-            data = page.get("data") or []
-            yield from data
-            if not page.get("has_more") or not data:
+            data = [link for link in page.get("data") or [] if isinstance(link, dict)]
+            fresh = [link for link in data if str(link.get("id")) not in seen]
+            seen.update(str(link.get("id")) for link in fresh)
+            yield from fresh
+            if not page.get("has_more") or not fresh:
                 return
             skip += len(data)
+        raise CloseError(f"Close listed more than {max_pages} pages of links; stopped there")
 
     # Transport --------------------------------------------------------------------------
 
@@ -188,16 +207,19 @@ class CloseClient:
             metrics.CLOSE_CALLS.labels(group, str(status)).inc()
             body = _json(response)
             info = parse_rate_headers(response.headers, body)
-            self.budget.observe(self.org_id, self.token_key, group, info, status == 429)
-
-            if status < 300:
-                return body if isinstance(body, dict) else {}
             if status == 429:
                 metrics.CLOSE_RATE_LIMITED.labels(group).inc()
                 limited += 1
+                said = info.limited_wait()
+                block = said if said is not None else self.retry.bare_429_backoff(limited, self.rng)
+                self.budget.observe(self.org_id, self.token_key, group, info, block)
                 if limited > self.retry.max_rate_limited:
                     raise CloseUnavailable("Close kept rate limiting", status=429)
-                continue  # the budget now holds the wait Close asked for
+                continue  # the budget now holds the wait: every caller of this group waits
+            self.budget.observe(self.org_id, self.token_key, group, info, None)
+
+            if status < 300:
+                return body if isinstance(body, dict) else {}
             if status == 401 and not refreshed:
                 refreshed = True
                 token = self.tokens.refresh_after_401(token)

@@ -29,6 +29,13 @@ NEEDS_REAUTH_REASON = (
 )
 
 
+def needs_reauth_reason(exc: OAuthFailure) -> str:
+    """The status reason of a connection whose grant is gone, naming what Close said."""
+    said = str(exc)[:300]
+    status = f"HTTP {exc.status} " if exc.status is not None else ""
+    return f"{NEEDS_REAUTH_REASON} (Close's token endpoint answered {status}{said})"
+
+
 class NeedsReauth(Exception):
     """The grant is gone (revoked, user removed): the admin must connect again."""
 
@@ -129,6 +136,7 @@ class TokenManager:
         self, connection_id: int, seen_generation: int | None
     ) -> tuple[str, datetime, int]:
         revoked = False
+        reason = NEEDS_REAUTH_REASON
         with self.db.session() as session:
             connection = self._load(session, connection_id)
             if connection.token_generation != seen_generation and self._fresh(
@@ -144,13 +152,13 @@ class TokenManager:
             try:
                 tokens = self.oauth.refresh(refresh_token)
             except OAuthFailure as exc:
-                if exc.error != "invalid_grant":
+                if not exc.grant_gone:
                     metrics.TOKEN_REFRESHES.labels("unavailable").inc()
                     raise TokenRefreshUnavailable(str(exc)) from None
                 # We hold the lock and used the freshest stored token: the grant is gone.
                 metrics.TOKEN_REFRESHES.labels("failed").inc()
                 connection.status = ConnectionStatus.NEEDS_REAUTH
-                connection.status_reason = NEEDS_REAUTH_REASON
+                reason = connection.status_reason = needs_reauth_reason(exc)
                 outbox.record_status(session, connection, outbox.EventType.CONNECTION_NEEDS_REAUTH)
                 revoked = True
             else:
@@ -165,7 +173,7 @@ class TokenManager:
                 "grant revoked; connection needs re-authorization",
                 extra={"connection_id": connection_id},
             )
-            raise NeedsReauth(NEEDS_REAUTH_REASON)
+            raise NeedsReauth(reason)
         return tokens.access_token, refresh_at, generation  # type: ignore[return-value]
 
     def provider(self, connection_id: int) -> ConnectionTokens:

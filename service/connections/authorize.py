@@ -12,7 +12,7 @@ import re
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, event, select
 from sqlalchemy.orm import Session
 
 from service.close.client import CloseClient, CloseError, StaticToken
@@ -24,8 +24,9 @@ from service.connections.sessions import (
     complete_connect_session,
     create_connect_session,
 )
-from service.errors import DomainError, Gone, UpstreamUnavailable, ValidationFailed
+from service.errors import Conflict, DomainError, Gone, UpstreamUnavailable, ValidationFailed
 from service.infra import outbox
+from service.infra.crypto import TokenDecryptError
 from service.infra.db import utcnow
 from service.infra.models import (
     Connection,
@@ -49,6 +50,12 @@ STATE_FORMAT = re.compile(r"[A-Za-z0-9_-]{16,128}")  # what secrets.token_urlsaf
 class ConsentDeclined(DomainError):
     status = 400
     code = "access_denied"
+
+
+class CloseUserTaken(Conflict):
+    """The Close user is already connected to another integrator account."""
+
+    code = "close_user_already_connected"
 
 
 def begin_authorization(
@@ -195,17 +202,33 @@ def complete_authorization(
             "Close could not be reached to finish connecting. Please try again."
         ) from None
     user_id = str(me.get("id") or tokens.user_id or "")
-    org_name = next(
-        (o.get("name") for o in me.get("organizations") or [] if o.get("id") == org_id), None
-    )
+    org_name = _org_name(me, org_id)
+    holder = _other_account_holding(session, user_id, connect.account_id)
+    if holder is not None:
+        # Two accounts syncing one Close user would fight over its links: refuse, store
+        # nothing, and give back the grant just made (the holder's own grant is another one).
+        _revoke_quietly(svc, tokens.refresh_token, reason="refused second account")
+        who = me.get("email") or user_id
+        raise CloseUserTaken(
+            f"The Close user {who} is already connected to the account {holder!r}. "
+            "Disconnect it there first, or sign in to Close as another user. "
+            "Nothing was changed."
+        )
     connection = session.scalar(
         select(Connection).where(Connection.account_id == connect.account_id)
     )
+    previous_refresh: str | None = None
     if connection is None:
         connection = Connection(account_id=connect.account_id, token_generation=0)
         session.add(connection)
-    elif connection.close_user_id and connection.close_user_id != user_id:
-        _leave_previous_user(session, svc, connection)
+    else:
+        previous_refresh = connection.refresh_token_enc
+        if connection.close_user_id and (
+            connection.close_user_id != user_id or connection.close_org_id != org_id
+        ):
+            # Another user, or the same user in another org: the old links belong to a link
+            # set this connection no longer syncs.
+            _leave_previous_user(session, svc, connection)
     now = utcnow()
     connection.status = ConnectionStatus.ACTIVE
     connection.status_reason = None
@@ -219,12 +242,70 @@ def complete_authorization(
     connection.connected_at = now
     connection.disconnected_at = None
     connection.source_etag = None
+    connection.next_reconcile_at = None  # the first sync after a connect is a reconcile
     connection.next_sync_at = now + timedelta(seconds=svc.settings.SYNC_INTERVAL_SECONDS)
     store_tokens(connection, tokens, svc.cipher, svc.settings.TOKEN_REFRESH_MARGIN_SECONDS)
     outbox.record_connected(session, connection)  # before the flush: the row tells new or known
     session.flush()
+    if previous_refresh:
+        _revoke_after_commit(session, svc, previous_refresh, connection.id)
     request_sync(session, svc, connection, Trigger.CONNECT)
     return connection
+
+
+def _org_name(me: dict[str, object], org_id: str) -> str | None:
+    """The org's name from `/me/`'s `organizations`: full objects, as Close documents, or
+    plain ids (then no name)."""
+    organizations = me.get("organizations")
+    if not isinstance(organizations, list):
+        return None
+    for org in organizations:
+        if isinstance(org, dict) and org.get("id") == org_id:
+            name = org.get("name")
+            return name if isinstance(name, str) else None
+    return None
+
+
+def _other_account_holding(session: Session, close_user_id: str, account_id: str) -> str | None:
+    """The account id of another live connection of this Close user, if any."""
+    return session.scalar(
+        select(Connection.account_id)
+        .where(
+            Connection.close_user_id == close_user_id,
+            Connection.account_id != account_id,
+            Connection.status != ConnectionStatus.DISCONNECTED,
+        )
+        .order_by(Connection.id)
+        .limit(1)
+    )
+
+
+def _revoke_after_commit(
+    session: Session, svc: Services, refresh_token_enc: str, connection_id: int
+) -> None:
+    """Revoke the grant a re-authorization replaced, once the new tokens are committed (a
+    rollback keeps the old grant, which is then still the stored one)."""
+
+    def revoke(_session: Session) -> None:
+        try:
+            token = svc.cipher.decrypt(refresh_token_enc)
+        except TokenDecryptError:
+            return
+        _revoke_quietly(svc, token, reason="previous grant", connection_id=connection_id)
+
+    event.listen(session, "after_commit", revoke, once=True)
+
+
+def _revoke_quietly(
+    svc: Services, refresh_token: str, *, reason: str, connection_id: int | None = None
+) -> None:
+    try:
+        svc.oauth.revoke(refresh_token)
+    except OAuthFailure as exc:
+        log.warning(
+            "revoking a Close grant failed",
+            extra={"connection_id": connection_id, "grant": reason, "reason": exc.error},
+        )
 
 
 def _leave_previous_user(session: Session, svc: Services, connection: Connection) -> None:

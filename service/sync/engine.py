@@ -20,7 +20,13 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from service.close.client import CloseClient, CloseError, CloseValidationError
+from service.close.client import (
+    CloseAuthError,
+    CloseClient,
+    CloseError,
+    CloseForbidden,
+    CloseValidationError,
+)
 from service.close.tokens import NeedsReauth, NotConnected, TokenRefreshUnavailable
 from service.infra import logs, metrics, outbox
 from service.infra.db import utcnow
@@ -31,6 +37,7 @@ from service.infra.models import (
     RunStatus,
     SyncedLink,
     SyncRun,
+    Trigger,
 )
 from service.services import Services
 from service.source.client import SourceAccountGone, SourceClient, SourceUnavailable
@@ -42,6 +49,16 @@ log = logging.getLogger(__name__)
 CHECKPOINT_EVERY = 25  # links
 CHECKPOINT_SECONDS = 1.0
 FATAL = (NeedsReauth, NotConnected)
+# Answers that will be the same for every other link of this connection: stop the run.
+ACCESS_REFUSED_STATUSES = (401, 402, 403)
+ACCESS_REFUSED_PREFIX = "Close refused this connection's calls"
+
+
+def refuses_access(exc: BaseException) -> bool:
+    """A 401 that outlived one refresh, a 402 (billing) or a 403 (permission)."""
+    return isinstance(exc, CloseAuthError | CloseForbidden) or (
+        isinstance(exc, CloseError) and exc.status in ACCESS_REFUSED_STATUSES
+    )
 
 
 @dataclass
@@ -54,6 +71,7 @@ class Outcome:
     transient: int = 0  # failures worth retrying in a later run
     errors: list[str] = field(default_factory=list)
     fatal: str | None = None
+    access_refused: str | None = None  # recorded on the connection's status_reason
 
 
 @dataclass(frozen=True)
@@ -96,6 +114,8 @@ class SyncEngine:
             if run is None or connection is None:
                 raise LookupError(f"run {run_id} or connection {connection_id} not found")
             logs.bind(connection_id=connection.id, account_id=connection.account_id, run_id=run.id)
+            # A connect (new grant, maybe new user or org) and an asked-for repair list Close.
+            reconcile = reconcile or run.trigger in (Trigger.CONNECT, Trigger.RECONCILE)
             run.status = RunStatus.RUNNING
             run.started_at = utcnow()
             session.commit()
@@ -326,37 +346,70 @@ class SyncEngine:
         future: Future[Any],
         outcome: Outcome,
     ) -> None:
-        row = rows.get(sid)
         try:
             result = future.result()
         except FATAL as exc:
             outcome.fatal = outcome.fatal or str(exc)
             return
-        except CloseValidationError as exc:
+        except CloseError as exc:
+            if not refuses_access(exc):
+                self._settle_failure(session, connection, rows, desired, kind, sid, exc, outcome)
+                return
+            # The same answer awaits every other link: stop instead of one call (and one
+            # token rotation) per link.
+            metrics.LINK_OPERATIONS.labels(kind, "refused").inc()
+            reason = f"{ACCESS_REFUSED_PREFIX} ({exc.status}): {exc}"[:1000]
+            outcome.fatal = outcome.fatal or reason
+            outcome.access_refused = outcome.access_refused or reason
+            return
+        except TokenRefreshUnavailable as exc:
+            self._settle_failure(session, connection, rows, desired, kind, sid, exc, outcome)
+            return
+        self._settle_success(session, connection, rows, desired, kind, sid, result, outcome)
+
+    def _settle_failure(
+        self,
+        session: Session,
+        connection: Connection,
+        rows: dict[str, SyncedLink],
+        desired: dict[str, DesiredLink],
+        kind: str,
+        sid: str,
+        exc: Exception,
+        outcome: Outcome,
+    ) -> None:
+        row = rows.get(sid) or self._new_row(session, connection, rows, sid)
+        outcome.failed += 1
+        if isinstance(exc, CloseValidationError):
             # Close refused this payload: retrying cannot help until the event type changes.
             metrics.LINK_OPERATIONS.labels(kind, "rejected").inc()
-            outcome.failed += 1
-            if row is None:
-                row = self._new_row(session, connection, rows, sid)
             row.state = LinkState.ERROR
-            row.last_error = f"Close rejected the link: {exc}"
+            row.last_error = f"Close rejected the link: {rejection_text(exc)}"[:4000]
             if kind == "upsert":
                 row.name = desired[sid].fields["name"]
             return
-        except (CloseError, TokenRefreshUnavailable) as exc:
-            metrics.LINK_OPERATIONS.labels(kind, "failed").inc()
-            outcome.failed += 1
-            outcome.transient += 1
-            if len(outcome.errors) < 5:
-                outcome.errors.append(f"{sid}: {exc} (will retry next run)")
-            if row is None:
-                row = self._new_row(session, connection, rows, sid)
-            if kind == "upsert":
-                row.state = LinkState.PENDING
-                row.name = desired[sid].fields["name"]
-                row.url = desired[sid].fields["url"]
-            row.last_error = f"temporary: {exc}"
-            return
+        metrics.LINK_OPERATIONS.labels(kind, "failed").inc()
+        outcome.transient += 1
+        if len(outcome.errors) < 5:
+            outcome.errors.append(f"{sid}: {exc} (will retry next run)")
+        if kind == "upsert":
+            row.state = LinkState.PENDING
+            row.name = desired[sid].fields["name"]
+            row.url = desired[sid].fields["url"]
+        row.last_error = f"temporary: {exc}"
+
+    def _settle_success(
+        self,
+        session: Session,
+        connection: Connection,
+        rows: dict[str, SyncedLink],
+        desired: dict[str, DesiredLink],
+        kind: str,
+        sid: str,
+        result: Any,
+        outcome: Outcome,
+    ) -> None:
+        row = rows.get(sid)
         metrics.LINK_OPERATIONS.labels(kind, "ok").inc()
         if kind == "delete":
             outcome.deleted += 1
@@ -412,14 +465,33 @@ class SyncEngine:
         a link of ours deleted by hand is re-created; an orphan of ours gets deleted.
         Links we do not own (MANUAL, CALENDLY, other apps) are never considered."""
         client_id = self.config.close_client_id
+        # Another live connection of the same Close user (legacy data: connect refuses a
+        # second account) syncs links with this app's client id too: those are not ours.
+        others = set(
+            session.scalars(
+                select(SyncedLink.source_id)
+                .join(Connection, Connection.id == SyncedLink.connection_id)
+                .where(
+                    Connection.id != connection.id,
+                    Connection.close_user_id == connection.close_user_id,
+                    Connection.status != ConnectionStatus.DISCONNECTED,
+                )
+            )
+        )
         ours: dict[str, dict[str, Any]] = {}
         for link in close.iter_links():
+            sid = link.get("source_id")
             if (
                 link.get("source") == "THIRD_PARTY"
                 and link.get("oauth_client_id") == client_id
-                and link.get("source_id")
+                and link.get("user_id") == connection.close_user_id
+                and link.get("organization_id") == connection.close_org_id
+                and isinstance(sid, str)
+                and sid
+                and "/" not in sid  # not ours to hold, and Close could not delete it anyway
+                and (sid in rows or sid not in others)
             ):
-                ours[str(link["source_id"])] = link
+                ours[sid] = link
         for sid, row in rows.items():
             if sid not in ours and row.content_hash is not None:
                 row.content_hash = None  # gone from Close: upsert it again
@@ -454,6 +526,14 @@ class SyncEngine:
         run.unchanged, run.failed = outcome.unchanged, outcome.failed
         connection.last_sync_at = now
         connection.last_sync_status = status
+        if outcome.access_refused:
+            connection.status_reason = outcome.access_refused
+        elif (
+            status == RunStatus.SUCCEEDED
+            and connection.status == ConnectionStatus.ACTIVE
+            and (connection.status_reason or "").startswith(ACCESS_REFUSED_PREFIX)
+        ):
+            connection.status_reason = None  # Close accepts our calls again
         connection.last_sync_run_id = run.id
         if reconcile and status in (RunStatus.SUCCEEDED, RunStatus.PARTIAL):
             connection.next_reconcile_at = now + timedelta(seconds=self.config.reconcile_interval)
@@ -461,6 +541,24 @@ class SyncEngine:
             session, connection, run, sync_completed=self.config.events_sync_completed
         )
         session.commit()
+
+
+def rejection_text(exc: CloseValidationError) -> str:
+    """Everything Close said about a 400: its `error` (text or list) and its `field-errors`."""
+    detail = exc.detail if isinstance(exc.detail, dict) else {}
+    parts: list[str] = []
+    error = detail.get("error")
+    if isinstance(error, str) and error:
+        parts.append(error)
+    elif isinstance(error, dict) and isinstance(error.get("message"), str):
+        parts.append(error["message"])
+    errors = detail.get("errors")
+    if isinstance(errors, list):
+        parts.extend(str(e) for e in errors if e not in (None, ""))
+    field_errors = detail.get("field-errors")
+    if isinstance(field_errors, dict):
+        parts.extend(f"{name}: {msg}" for name, msg in sorted(field_errors.items()))
+    return "; ".join(parts) or str(exc)
 
 
 def _bind(fn: Callable[[Any], Any], arg: Any) -> Callable[[], Any]:

@@ -20,10 +20,15 @@ MAX_SOURCE_TYPE = 100
 MAX_DURATION_MINUTES = 1440
 
 
+EDITABLE_FIELDS = ("source_id", "name", "url", "description", "source_type", "duration_in_minutes")
+
+
 @dataclass(frozen=True)
 class DesiredLink:
     source_id: str
-    fields: dict[str, Any]  # exactly the body of POST /scheduling_link/integration/
+    # Exactly the body of POST /scheduling_link/integration/: every editable key, None (JSON
+    # null) when empty, so clearing a field in the source clears it in Close too.
+    fields: dict[str, Any]
     content_hash: str
 
 
@@ -35,7 +40,11 @@ class InvalidLink:
 
 
 def content_hash(fields: dict[str, Any]) -> str:
-    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Of the non-empty fields only: a cleared field still changes the hash (its key goes),
+    and the hashes of links pushed before empty fields were sent as null stay valid (no mass
+    rewrite after an upgrade)."""
+    present = {k: v for k, v in fields.items() if v is not None}
+    canonical = json.dumps(present, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -97,20 +106,19 @@ def map_event_type(item: dict[str, Any]) -> DesiredLink | InvalidLink:
         raise ValueError("event type without a usable id")  # caller records it without a row
     name = item.get("name") if isinstance(item.get("name"), str) else None
     try:
+        if "/" in source_id:
+            # Close's DELETE /scheduling_link/integration/{source_id}/ could never reach it.
+            raise ValueError("source_id must not contain '/'")
         fields: dict[str, Any] = {
             "source_id": source_id,
             "name": _text(item.get("name"), "name", MAX_NAME, required=True),
             "url": _url(item.get("url")),
+            "description": _text(
+                item.get("description"), "description", MAX_DESCRIPTION, required=False
+            ),
+            "source_type": _text(item.get("kind"), "kind", MAX_SOURCE_TYPE, required=False),
+            "duration_in_minutes": _duration(item.get("duration_minutes")),
         }
-        description = _text(item.get("description"), "description", MAX_DESCRIPTION, required=False)
-        kind = _text(item.get("kind"), "kind", MAX_SOURCE_TYPE, required=False)
-        duration = _duration(item.get("duration_minutes"))
     except ValueError as exc:
         return InvalidLink(source_id=source_id, name=name, error=str(exc))
-    if description is not None:
-        fields["description"] = description
-    if kind is not None:
-        fields["source_type"] = kind
-    if duration is not None:
-        fields["duration_in_minutes"] = duration
     return DesiredLink(source_id=source_id, fields=fields, content_hash=content_hash(fields))

@@ -40,10 +40,40 @@ def test_maps_every_field_to_closes_names() -> None:
     assert link.content_hash == content_hash(link.fields)
 
 
-def test_optional_fields_are_left_out_not_sent_empty() -> None:
+def test_empty_optional_fields_are_sent_as_null_so_clearing_reaches_close() -> None:
+    link = map_event_type({"id": 7, "name": "Chat", "url": "http://x.example/c", "kind": " "})
+    assert isinstance(link, DesiredLink)
+    assert link.fields == {
+        "source_id": "7",
+        "name": "Chat",
+        "url": "http://x.example/c",
+        "description": None,
+        "source_type": None,
+        "duration_in_minutes": None,
+    }
+
+
+@pytest.mark.parametrize("cleared", ["description", "kind", "duration_minutes"])
+def test_clearing_a_field_changes_the_content_hash(cleared: str) -> None:
+    full = map_event_type(GOOD)
+    emptied = map_event_type({**GOOD, cleared: None})
+    assert isinstance(full, DesiredLink) and isinstance(emptied, DesiredLink)
+    assert full.content_hash != emptied.content_hash
+
+
+def test_hash_ignores_null_keys_so_links_pushed_before_nulls_are_not_rewritten() -> None:
     link = map_event_type({"id": 7, "name": "Chat", "url": "http://x.example/c"})
     assert isinstance(link, DesiredLink)
-    assert link.fields == {"source_id": "7", "name": "Chat", "url": "http://x.example/c"}
+    assert link.content_hash == content_hash(
+        {"source_id": "7", "name": "Chat", "url": "http://x.example/c"}
+    )
+
+
+def test_a_source_id_with_a_slash_is_a_per_link_error_never_sent() -> None:
+    result = map_event_type({**GOOD, "id": "team/intro"})
+    assert isinstance(result, InvalidLink)
+    assert result.source_id == "team/intro"
+    assert result.error == "source_id must not contain '/'"
 
 
 @pytest.mark.parametrize(

@@ -65,9 +65,10 @@ def test_every_event_type_maps_to_a_valid_payload_or_a_per_link_error(item: dict
     fields = result.fields
     assert 0 < len(fields["name"]) <= MAX_NAME
     assert len(fields["url"]) <= MAX_URL and urlsplit(fields["url"]).scheme in ("http", "https")
-    assert len(fields.get("description", "")) <= MAX_DESCRIPTION
-    assert 1 <= fields.get("duration_in_minutes", 1) <= 1440
-    assert set(fields) <= {
+    assert len(fields["description"] or "") <= MAX_DESCRIPTION
+    assert 1 <= (fields["duration_in_minutes"] or 1) <= 1440
+    assert "/" not in fields["source_id"]
+    assert set(fields) == {
         "source_id",
         "name",
         "url",
