@@ -92,7 +92,9 @@ class WebhookIn(BaseModel):
     model_config = ConfigDict(strict=True)
 
     id: str = Field(min_length=1, max_length=255, description="Unique event id (de-duplicated)")
-    type: Literal["event_types.changed"]
+    type: Literal["event_types.changed", "members.changed"] = Field(
+        description="Both resync the whole account (every connection of it), coalesced"
+    )
     account_id: AccountId
 
 

@@ -145,7 +145,9 @@ def complete_authorization(
         (o.get("name") for o in me.get("organizations") or [] if o.get("id") == org_id), None
     )
     connection = session.scalar(
-        select(Connection).where(Connection.account_id == connect.account_id)
+        select(Connection).where(
+            Connection.account_id == connect.account_id, Connection.member_id.is_(None)
+        )
     )
     if connection is None:
         connection = Connection(account_id=connect.account_id, token_generation=0)

@@ -21,14 +21,44 @@ ACTIVE_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
 
 
 def get_connection(session: Session, account_id: str) -> Connection:
-    connection = session.scalar(select(Connection).where(Connection.account_id == account_id))
+    """The account's (admin) connection."""
+    connection = find_connection(session, account_id)
     if connection is None:
         raise NotFound(f"no connection for account {account_id!r}")
     return connection
 
 
 def find_connection(session: Session, account_id: str) -> Connection | None:
-    return session.scalar(select(Connection).where(Connection.account_id == account_id))
+    """The account's (admin) connection, if any: member connections are never "the account's"."""
+    return session.scalar(
+        select(Connection).where(
+            Connection.account_id == account_id, Connection.member_id.is_(None)
+        )
+    )
+
+
+def find_member_connection(session: Session, account_id: str, member_id: str) -> Connection | None:
+    return session.scalar(
+        select(Connection).where(
+            Connection.account_id == account_id, Connection.member_id == member_id
+        )
+    )
+
+
+def get_member_connection(session: Session, account_id: str, member_id: str) -> Connection:
+    connection = find_member_connection(session, account_id, member_id)
+    if connection is None:
+        raise NotFound(f"no connection for member {member_id!r} of account {account_id!r}")
+    return connection
+
+
+def member_connections(session: Session, account_id: str) -> Sequence[Connection]:
+    """The account's member connections, by member id."""
+    return session.scalars(
+        select(Connection)
+        .where(Connection.account_id == account_id, Connection.member_id.is_not(None))
+        .order_by(Connection.member_id)
+    ).all()
 
 
 def connection_by_id(session: Session, connection_id: int) -> Connection:
