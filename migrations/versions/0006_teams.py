@@ -45,6 +45,8 @@ def upgrade() -> None:
         sa.Column("member_id", sa.String(length=255), nullable=False),
         sa.Column("email", sa.String(length=320), nullable=True),
         sa.Column("name", sa.String(length=255), nullable=True),
+        sa.Column("close_user_id", sa.String(length=255), nullable=True),
+        sa.Column("close_user_name", sa.String(length=255), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_team_members")),
         sa.UniqueConstraint("account_id", "member_id", name=op.f("uq_team_members_account_id")),
     )

@@ -166,6 +166,9 @@ class TeamMember(Base):
     member_id: Mapped[str] = mapped_column(String(255))
     email: Mapped[str | None] = mapped_column(String(320))
     name: Mapped[str | None] = mapped_column(String(255))
+    # The Close user of the org with this email, as the admin's last sync found it.
+    close_user_id: Mapped[str | None] = mapped_column(String(255))
+    close_user_name: Mapped[str | None] = mapped_column(String(255))
 
 
 class SharedLink(Base):

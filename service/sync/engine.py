@@ -322,6 +322,23 @@ class SyncEngine:
         session.flush()
         return roster
 
+    @staticmethod
+    def _record_matches(
+        session: Session,
+        connection: Connection,
+        org_users: dict[str, str],
+        names: dict[str, str | None],
+    ) -> None:
+        """Each member's Close user, matched by email (what coverage reports)."""
+        for member in session.scalars(
+            select(TeamMember).where(TeamMember.account_id == connection.account_id)
+        ):
+            email = team.normalize_email(member.email)
+            user_id = org_users.get(email) if email else None
+            name = names.get(user_id) if user_id else None
+            if (member.close_user_id, member.close_user_name) != (user_id, name):
+                member.close_user_id, member.close_user_name = user_id, name and name[:255]
+
     def _has_shared(self, session: Session, connection: Connection) -> bool:
         return (
             session.scalar(
@@ -342,6 +359,15 @@ class SyncEngine:
         """The admin run's last step: our shared links for the managed types, and the
         mappings of each matched member. Skipped (and said so) without the permission."""
         try:
+            org = close.organization(connection.close_org_id or "")
+            org_users: dict[str, str] = {}
+            names: dict[str, str | None] = {}
+            for membership in org.get("memberships") or []:
+                email = team.normalize_email(membership.get("user_email"))
+                if email and membership.get("user_id"):
+                    org_users.setdefault(email, str(membership["user_id"]))
+                    names[str(membership["user_id"])] = membership.get("user_full_name")
+            self._record_matches(session, connection, org_users, names)
             me = close.me()
             granted = next(
                 (
@@ -352,10 +378,9 @@ class SyncEngine:
                 [],
             )
             connection.manage_customizations = MANAGE_CUSTOMIZATIONS in granted
+            session.commit()
             if not connection.manage_customizations:
-                session.commit()
                 return
-            org = close.organization(connection.close_org_id or "")
         except FATAL as exc:
             outcome.fatal = str(exc)
             return
@@ -363,11 +388,6 @@ class SyncEngine:
             outcome.errors.append(f"shared links skipped this run: {exc}")
             outcome.transient += 1
             return
-        org_users: dict[str, str] = {}
-        for membership in org.get("memberships") or []:
-            email = team.normalize_email(membership.get("user_email"))
-            if email and membership.get("user_id"):
-                org_users.setdefault(email, str(membership["user_id"]))
         user_links: dict[str, str] = dict(
             session.execute(  # type: ignore[arg-type]  # close_link_id IS NOT NULL
                 select(SyncedLink.source_id, SyncedLink.close_link_id)

@@ -22,6 +22,7 @@ from service.errors import Conflict
 from service.infra.models import (
     Connection,
     ConnectionStatus,
+    ConnectSession,
     Trigger,
 )
 from service.sync.triggers import request_sync
@@ -41,6 +42,13 @@ def _browser_binding() -> str:
     return binding
 
 
+def _connection_of(db: Session, connect: ConnectSession) -> Connection | None:
+    """The connection a connect link is about: the admin's, or its member's own."""
+    if connect.member_id is not None:
+        return queries.find_member_connection(db, connect.account_id, connect.member_id)
+    return queries.find_connection(db, connect.account_id)
+
+
 def _status_context(db: Session, connection: Connection) -> dict[str, Any]:
     runs = queries.recent_runs(db, connection.id, 1)
     return {
@@ -55,7 +63,7 @@ def _status_context(db: Session, connection: Connection) -> dict[str, Any]:
 def connect_page(token: str) -> Any:
     db = db_session()
     connect = resolve_connect_token(db, services().settings, token)
-    connection = queries.find_connection(db, connect.account_id)
+    connection = _connection_of(db, connect)
     notice = session.pop("notice", None)
     if connection is not None and connection.status != ConnectionStatus.DISCONNECTED:
         return render_template(
@@ -67,6 +75,9 @@ def connect_page(token: str) -> Any:
         account_id=connect.account_id,
         connection=connection,
         notice=notice,
+        member=queries.member_invite(db, connect.account_id, connect.member_id)
+        if connect.member_id is not None
+        else None,
     )
 
 
@@ -101,7 +112,7 @@ def callback() -> Any:
 def sync_now(token: str) -> Any:
     db = db_session()
     connect = resolve_connect_token(db, services().settings, token)
-    connection = queries.find_connection(db, connect.account_id)
+    connection = _connection_of(db, connect)
     if connection is None:
         raise Conflict("This account is not connected, so there is nothing to sync.")
     request_sync(db, services(), connection, Trigger.MANUAL)
@@ -114,7 +125,7 @@ def sync_now(token: str) -> Any:
 def disconnect_now(token: str) -> Any:
     db = db_session()
     connect = resolve_connect_token(db, services().settings, token)
-    connection = queries.find_connection(db, connect.account_id)
+    connection = _connection_of(db, connect)
     if connection is not None and connection.status != ConnectionStatus.DISCONNECTED:
         db.rollback()
         disconnect(services(), connection.id, keep_links=False)
@@ -126,7 +137,7 @@ def disconnect_now(token: str) -> Any:
 def status_json(token: str) -> Response:
     db = db_session()
     connect = resolve_connect_token(db, services().settings, token)
-    connection = queries.find_connection(db, connect.account_id)
+    connection = _connection_of(db, connect)
     if connection is None:
         return jsonify(status="not_connected")
     context = _status_context(db, connection)
