@@ -162,3 +162,21 @@ def test_coverage_says_when_shared_links_are_unavailable(
     assert coverage["shared_links"]["available"] is False
     assert "Manage Customizations" in coverage["shared_links"]["reason"]
     assert coverage["totals"]["covered"] == 1  # Jane, through the admin connection
+
+
+def test_the_coverage_command_prints_covered_n_of_m(
+    services: Services, sandbox: Any, source: Any, browser: Browser
+) -> None:
+    from click.testing import CliRunner
+
+    from service.cli import main
+    from tests.conftest import settings_env
+
+    account = team_account(services, sandbox, source, browser)
+    env = {k: v for k, v in settings_env(services.settings).items() if k != "PYTHONPATH"}
+    result = CliRunner().invoke(main, ["coverage", account], env=env)
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("covered 3 of 4")
+    assert "zoe@example.com" in result.output and "not a user" in result.output
+    missing = CliRunner().invoke(main, ["coverage", "no-such-account"], env=env)
+    assert missing.exit_code == 1 and "no-such-account" in missing.output
