@@ -187,6 +187,47 @@ def connect_link(account_id: str, manage: bool) -> None:
     click.echo(f"valid until {expires_at:%Y-%m-%d %H:%M} UTC, for one browser", err=True)
 
 
+@main.command()
+@click.argument("account_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON instead of a table.")
+def coverage(account_id: str, as_json: bool) -> None:
+    """Which of ACCOUNT_ID's team members have links in Close ("covered N of M")."""
+    import json
+
+    from service.connections.queries import coverage as read_coverage
+    from service.errors import DomainError
+    from service.services import Services
+
+    svc = Services(_settings(), enqueue=lambda *_: None)
+    try:
+        with svc.db.session() as session:
+            report = read_coverage(session, account_id)
+    except DomainError as exc:
+        raise click.ClickException(exc.message) from None
+    finally:
+        svc.close()
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+        return
+    totals = report["totals"]
+    click.echo(
+        f"covered {totals['covered']} of {totals['total']} "
+        f"({totals['connected']} connected, {totals['mapped_only']} through shared links only, "
+        f"{totals['unmatched']} not in the Close org)"
+    )
+    for member in report["members"]:
+        user = member["close_user"]
+        click.echo(
+            f"  {'✓' if member['covered'] else '✗'} {member['name'] or member['member_id']}"
+            f" <{member['email'] or '-'}>: "
+            + (f"Close user {user['name'] or user['id']}" if user else "no Close user")
+            + f", {member['links']} link(s), {len(member['shared_mappings'])} mapping(s)"
+            + (f" - {member['reason']}" if member["reason"] else "")
+        )
+    if not report["shared_links"]["available"] and report["shared_links"]["reason"]:
+        click.echo(f"shared links: {report['shared_links']['reason']}")
+
+
 # Keys ----------------------------------------------------------------------------------
 
 

@@ -39,18 +39,21 @@ def connect_directly(
     *,
     user_id: str = "user_jane",
     org_id: str = "orga_acme",
+    member_id: str | None = None,
 ) -> int:
     """A connection as the OAuth callback would leave it, with tokens the sandbox issued."""
     data = sandbox.state.issue_tokens(SANDBOX_CLIENT_ID, user_id, org_id)
     tokens = TokenSet.from_response(data)
+    name = user_id.removeprefix("user_")
     with svc.db.session() as session:
         connection = Connection(
             account_id=account_id,
+            member_id=member_id,
             status=ConnectionStatus.ACTIVE,
             close_user_id=user_id,
             close_org_id=org_id,
-            close_user_name="Jane Doe",
-            close_user_email="jane@acme.com",
+            close_user_name="Jane Doe" if name == "jane" else name.title(),
+            close_user_email=f"{name}@acme.com",
             close_org_name="Acme Inc.",
             connected_at=utcnow(),
             next_sync_at=utcnow() + timedelta(seconds=svc.settings.SYNC_INTERVAL_SECONDS),

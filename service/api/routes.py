@@ -12,6 +12,7 @@ from service.api.schemas import (
     ConnectionOut,
     ConnectSessionIn,
     ConnectSessionOut,
+    CoverageOut,
     DisconnectQuery,
     LastSync,
     LinkCounts,
@@ -19,6 +20,7 @@ from service.api.schemas import (
     LinkPage,
     LinksQuery,
     ManageLinkOut,
+    MemberConnectionOut,
     RunCounts,
     RunProgress,
     SyncIn,
@@ -71,6 +73,14 @@ def connection_out(connection: Connection, counts: dict[str, int]) -> Connection
     )
 
 
+def member_connection_out(connection: Connection, counts: dict[str, int]) -> MemberConnectionOut:
+    return MemberConnectionOut(
+        **connection_out(connection, counts).model_dump(),
+        member_id=connection.member_id or "",
+        email_warning=connection.email_warning,
+    )
+
+
 def link_out(link: SyncedLink) -> LinkOut:
     return LinkOut(
         source_id=link.source_id,
@@ -89,14 +99,15 @@ def link_out(link: SyncedLink) -> LinkOut:
 @route(
     "POST",
     "/connect-sessions",
-    summary="Create a connect session: a short-lived link for one account's admin",
+    summary="Create a connect session: a short-lived link for one account's admin, or (with "
+    "member_id) for one team member",
     body=ConnectSessionIn,
     responses={201: ConnectSessionOut},
 )
 def create_session(body: ConnectSessionIn) -> ConnectSessionOut:
     session = db_session()
     connect, token, url = create_connect_session(
-        session, services().settings, body.account_id, body.return_url
+        session, services().settings, body.account_id, body.return_url, body.member_id
     )
     session.commit()
     return ConnectSessionOut(token=token, connect_url=url, expires_at=connect.expires_at)
@@ -236,3 +247,44 @@ def delete_connection(account_id: str, query: DisconnectQuery) -> ConnectionOut:
     session.close()
     connection = disconnect(services(), connection_id, keep_links=query.keep_links in ("true", "1"))
     return connection_out(connection, queries.link_counts(session, connection.id))
+
+
+@route(
+    "GET",
+    "/accounts/{account_id}/members/{member_id}/connection",
+    summary="A team member's own connection: status, Close user, link counts, last sync",
+    responses={200: MemberConnectionOut},
+)
+def get_member_status(account_id: str, member_id: str) -> MemberConnectionOut:
+    session = db_session()
+    connection = queries.get_member_connection(session, account_id, member_id)
+    return member_connection_out(connection, queries.link_counts(session, connection.id))
+
+
+@route(
+    "DELETE",
+    "/accounts/{account_id}/members/{member_id}/connection",
+    summary="Disconnect a team member: remove their links (unless keep_links), revoke",
+    description="Idempotent. The admin connection and the other members are not touched.",
+    query=DisconnectQuery,
+    responses={200: MemberConnectionOut},
+    errors=(409, 503),
+)
+def delete_member_connection(
+    account_id: str, member_id: str, query: DisconnectQuery
+) -> MemberConnectionOut:
+    session = db_session()
+    connection_id = queries.get_member_connection(session, account_id, member_id).id
+    session.close()
+    connection = disconnect(services(), connection_id, keep_links=query.keep_links in ("true", "1"))
+    return member_connection_out(connection, queries.link_counts(session, connection.id))
+
+
+@route(
+    "GET",
+    "/accounts/{account_id}/coverage",
+    summary='Team coverage: per member the Close user, connection, links and shared mappings; "covered N of M"',
+    responses={200: CoverageOut},
+)
+def get_coverage(account_id: str) -> CoverageOut:
+    return CoverageOut.model_validate(queries.coverage(db_session(), account_id))

@@ -42,6 +42,7 @@ OPERATIONS: list[Operation] = []
 PATH_PARAMS: dict[str, tuple[str, dict[str, Any]]] = {
     "account_id": ("string", ACCOUNT_ID_SCHEMA),
     "token": ("string(maxlength=200)", CONNECT_TOKEN_SCHEMA),
+    "member_id": ("string", ACCOUNT_ID_SCHEMA),
     "run_id": (
         f"int(min=1, max={RUN_ID_MAX})",
         {"type": "integer", "minimum": 1, "maximum": RUN_ID_MAX},
@@ -157,6 +158,8 @@ def route(
             kwargs = dict(path_args)
             if "account_id" in kwargs:
                 kwargs["account_id"] = validate_account_id(kwargs["account_id"])
+            if "member_id" in kwargs:
+                kwargs["member_id"] = validate_account_id(kwargs["member_id"], "member_id")
             if query is not None:
                 kwargs["query"] = parse_query(query)
             if body is not None:

@@ -70,6 +70,11 @@ class Query(BaseModel):
 
 class ConnectSessionIn(Strict):
     account_id: AccountId
+    member_id: AccountId | None = Field(
+        default=None,
+        description="A team member's id at the source: the link connects that member's own "
+        "Close user (in the admin connection's Close organization)",
+    )
     return_url: str | None = Field(
         default=None,
         max_length=2048,
@@ -99,7 +104,9 @@ class WebhookIn(BaseModel):
     model_config = ConfigDict(strict=True)
 
     id: str = Field(min_length=1, max_length=255, description="Unique event id (de-duplicated)")
-    type: Literal["event_types.changed"]
+    type: Literal["event_types.changed", "members.changed"] = Field(
+        description="Both resync the whole account (every connection of it), coalesced"
+    )
     account_id: AccountId
 
 
@@ -156,6 +163,15 @@ class ConnectionOut(BaseModel):
     connected_at: datetime | None
     disconnected_at: datetime | None
     next_sync_at: datetime | None
+
+
+class MemberConnectionOut(ConnectionOut):
+    """A team member's own connection."""
+
+    member_id: str
+    email_warning: str | None = Field(
+        description="Set when the Close user's email differs from the member's"
+    )
 
 
 class LinkOut(BaseModel):
@@ -237,3 +253,58 @@ class ErrorDetail(BaseModel):
 
 class ErrorOut(BaseModel):
     error: ErrorDetail
+
+
+# Teams ----------------------------------------------------------------------------------
+
+
+class CoverageUser(BaseModel):
+    id: str
+    name: str | None
+
+
+class CoverageConnection(BaseModel):
+    status: Literal["active", "needs_reauth", "paused", "disconnected"]
+    via: Literal["admin", "member"] = Field(
+        description="admin: the admin is this member (same email) and syncs their links"
+    )
+    email_warning: str | None
+
+
+class CoverageMapping(BaseModel):
+    event_type_id: str
+    shared_link: str | None
+    target: Literal["user_link", "url"]
+    url: str | None
+
+
+class CoverageMember(BaseModel):
+    member_id: str
+    email: str | None
+    name: str | None
+    close_user: CoverageUser | None = Field(description="Matched by email; null when none")
+    covered: bool
+    reason: str | None = Field(description="Why not matched or not covered")
+    connection: CoverageConnection | None
+    links: int = Field(description="User links of the member's connection")
+    shared_mappings: list[CoverageMapping]
+
+
+class CoverageTotals(BaseModel):
+    covered: int
+    connected: int
+    mapped_only: int
+    unmatched: int
+    total: int
+
+
+class SharedLinksAvailability(BaseModel):
+    available: bool
+    reason: str | None
+
+
+class CoverageOut(BaseModel):
+    account_id: str
+    members: list[CoverageMember]
+    totals: CoverageTotals = Field(description='"covered N of M": totals.covered of totals.total')
+    shared_links: SharedLinksAvailability

@@ -23,7 +23,7 @@ from service.api.openapi import Parameter
 from service.api.routing import document, json_response, validation_failed
 from service.api.schemas import WebhookIn, WebhookOut
 from service.api.signatures import MAX_HEADER, SignatureError, verify
-from service.connections.queries import get_connection
+from service.connections.queries import get_connection, member_connections
 from service.errors import (
     Conflict,
     DomainError,
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("api_webhooks", __name__)
 
 SIGNATURE_HEADER = "X-LinkSync-Signature"
-SUPPORTED_TYPES = ("event_types.changed",)
+SUPPORTED_TYPES = ("event_types.changed", "members.changed")
 WINDOW_SECONDS = 60
 
 # Outcome label of linksync_webhook_deliveries_total for each way a delivery is refused.
@@ -174,8 +174,12 @@ def ingest(svc: Services) -> Literal["accepted", "duplicate"]:
     except IntegrityError:  # this event id was delivered before
         session.rollback()
         return "duplicate"
+    # The whole account resyncs: the admin connection (which also does the shared links) and
+    # every active member connection, each coalesced on its own.
+    members = [c.id for c in member_connections(session, event.account_id) if c.syncable]
     try:
-        request_coalesced_sync(svc, connection.id, Trigger.WEBHOOK)
+        for connection_id in [connection.id, *members]:
+            request_coalesced_sync(svc, connection_id, Trigger.WEBHOOK)
     except Exception:
         # Forget the delivery so the integrator's retry of this id is not taken for a duplicate.
         log.exception("could not enqueue a webhook-triggered sync")
@@ -190,7 +194,7 @@ def ingest(svc: Services) -> Literal["accepted", "duplicate"]:
 @document(
     "POST",
     "/webhooks/source",
-    summary="Event types changed for an account: resync it in the background",
+    summary="Event types or members changed for an account: resync it in the background",
     description=(
         f'Signed: `{SIGNATURE_HEADER}: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>"'
         " with WEBHOOK_SECRET>`; several v1= entries may be sent while rotating the secret. "

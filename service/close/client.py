@@ -148,6 +148,37 @@ class CloseClient:
             return False
         return True
 
+    def organization(self, org_id: str) -> dict[str, Any]:
+        """The org with its memberships (`user_id`, `user_email`, `permissions_granted`)."""
+        return self._send("GET", f"/organization/{quote(org_id, safe='')}/")
+
+    def create_shared_link(self, fields: dict[str, Any]) -> dict[str, Any]:
+        return self._send("POST", "/shared_scheduling_link/", json=fields)
+
+    def update_shared_link(self, shared_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        return self._send(
+            "PUT", f"/shared_scheduling_link/{quote(shared_id, safe='')}/", json=fields
+        )
+
+    def delete_shared_link(self, shared_id: str) -> bool:
+        """True when deleted, False when Close had no such shared link (already gone)."""
+        try:
+            self._send("DELETE", f"/shared_scheduling_link/{quote(shared_id, safe='')}/")
+        except CloseNotFound:
+            return False
+        return True
+
+    def map_shared_link(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._send("POST", "/shared_scheduling_link_association/", json=body)
+
+    def unmap_shared_link(self, body: dict[str, Any]) -> bool:
+        """True when unmapped, False when Close had no such mapping (already gone)."""
+        try:
+            self._send("POST", "/shared_scheduling_link_association/unmap/", json=body)
+        except CloseNotFound:
+            return False
+        return True
+
     def iter_links(self, page_size: int = 100, max_pages: int = 1000) -> Iterator[dict[str, Any]]:
         """Every link of the user, following `has_more`, and stopping safely if it never turns
         false: a page that brings no new id ends the listing, and so does `max_pages`."""

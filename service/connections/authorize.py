@@ -35,10 +35,12 @@ from service.infra.models import (
     ManageSession,
     OAuthState,
     SyncedLink,
+    TeamMember,
     Trigger,
 )
 from service.services import Services
 from service.settings import Settings
+from service.sync.team import normalize_email
 from service.sync.triggers import request_sync
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,13 @@ class CloseUserTaken(Conflict):
     """The Close user is already connected to another integrator account."""
 
     code = "close_user_already_connected"
+
+
+class WrongOrganization(DomainError):
+    """A member chose another Close org than the account's admin connection is in."""
+
+    status = 409
+    code = "wrong_organization"
 
 
 def begin_authorization(
@@ -214,12 +223,22 @@ def complete_authorization(
             "Disconnect it there first, or sign in to Close as another user. "
             "Nothing was changed."
         )
+    email_warning = None
+    if connect.member_id is not None:
+        email_warning = _check_member(session, connect, org_id, org_name, user_id, me)
     connection = session.scalar(
-        select(Connection).where(Connection.account_id == connect.account_id)
+        select(Connection).where(
+            Connection.account_id == connect.account_id,
+            Connection.member_id == connect.member_id
+            if connect.member_id is not None
+            else Connection.member_id.is_(None),
+        )
     )
     previous_refresh: str | None = None
     if connection is None:
-        connection = Connection(account_id=connect.account_id, token_generation=0)
+        connection = Connection(
+            account_id=connect.account_id, member_id=connect.member_id, token_generation=0
+        )
         session.add(connection)
     else:
         previous_refresh = connection.refresh_token_enc
@@ -237,6 +256,7 @@ def complete_authorization(
         " ".join(part for part in (me.get("first_name"), me.get("last_name")) if part) or None
     )
     connection.close_user_email = me.get("email")
+    connection.email_warning = email_warning
     connection.close_org_id = org_id
     connection.close_org_name = org_name
     connection.connected_at = now
@@ -306,6 +326,56 @@ def _revoke_quietly(
             "revoking a Close grant failed",
             extra={"connection_id": connection_id, "grant": reason, "reason": exc.error},
         )
+
+
+def _check_member(
+    session: Session,
+    connect: ConnectSession,
+    org_id: str,
+    org_name: str | None,
+    user_id: str,
+    me: dict[str, object],
+) -> str | None:
+    """A member connects into the admin connection's Close org, as a user other than the
+    admin's. Returns the warning to show when the Close email is not the member's."""
+    admin = session.scalar(
+        select(Connection).where(
+            Connection.account_id == connect.account_id, Connection.member_id.is_(None)
+        )
+    )
+    if admin is None or admin.status == ConnectionStatus.DISCONNECTED or not admin.close_org_id:
+        raise WrongOrganization(
+            "Your team's admin has not connected Close yet, so there is no team organization "
+            "to join. Ask them to connect first, then use your link again."
+        )
+    if org_id != admin.close_org_id:
+        raise WrongOrganization(
+            f"You chose the Close organization {org_name or org_id!r}, but your team is "
+            f"connected to {admin.close_org_name or admin.close_org_id!r}. Use your link "
+            f"again and pick {admin.close_org_name or 'that organization'} on Close's screen."
+        )
+    if user_id == admin.close_user_id:
+        raise WrongOrganization(
+            "You signed in as the Close user your team's admin connected with; that user's "
+            "links already sync through the admin connection. Sign in to Close as yourself."
+        )
+    member = session.scalar(
+        select(TeamMember).where(
+            TeamMember.account_id == connect.account_id,
+            TeamMember.member_id == connect.member_id,
+        )
+    )
+    email = me.get("email")
+    if (
+        member is not None
+        and member.email
+        and normalize_email(member.email) != normalize_email(email)
+    ):
+        return (
+            f"Connected as {email}, but this member's email here is {member.email.strip()}: "
+            "check that the right Close user was chosen."
+        )
+    return None
 
 
 def _leave_previous_user(session: Session, svc: Services, connection: Connection) -> None:

@@ -61,15 +61,23 @@ def _serializer(settings: Settings) -> URLSafeSerializer:
 
 
 def create_connect_session(
-    session: Session, settings: Settings, account_id: object, return_url: object = None
+    session: Session,
+    settings: Settings,
+    account_id: object,
+    return_url: object = None,
+    member_id: object = None,
 ) -> tuple[ConnectSession, str, str]:
-    """Add a connect session; return it, its signed token and its connect URL."""
+    """Add a connect session (the admin's, or with `member_id` one team member's); return it,
+    its signed token and its connect URL. A member id is not checked against the source here:
+    the roster may lag behind the integrator's own, and the callback and sync check it."""
     account = validate_account_id(account_id)
+    member = None if member_id is None else validate_account_id(member_id, "member_id")
     url = validate_return_url(return_url, settings)
     now = utcnow()
     connect = ConnectSession(
         id=secrets.token_urlsafe(24),
         account_id=account,
+        member_id=member,
         return_url=url,
         created_at=now,
         expires_at=now + timedelta(seconds=settings.CONNECT_SESSION_TTL_SECONDS),

@@ -1,8 +1,10 @@
 """The built-in demo event-type source: the integrator's API contract, served by us.
 
 Used when SOURCE_URL is unset (`linksync dev`), and by the tests and benchmarks as the
-integrator's side. Data lives in a JSON file (`{"accounts": {id: [event types]}}`) that a
-human may edit while it runs, or in memory.
+integrator's side. Data lives in a JSON file (`{"accounts": {id: [event types]}, "members":
+{id: [members]}}`) that a human may edit while it runs, or in memory. An account without a
+"members" entry has no team (its members listing answers 404), exactly like a source that
+predates teams; the demo account (`demo-account`) comes with a team.
 
 Contract details we chose: the ETag covers the whole account listing and is answered on every
 page; `If-None-Match` is honoured on the first page. A cursor carries the offset and the ETag
@@ -58,6 +60,75 @@ DEFAULT_SET = [
     ),
     ("legacy-consultation", "Legacy consultation", "No longer offered.", 60, "One-on-one", False),
 ]
+
+DEMO_ACCOUNT = "demo-account"
+
+# The demo account's team: Jane (the Close admin), three reps who are in the Close org, and one
+# member whose email is not (so coverage has someone to explain).
+DEMO_MEMBERS = [
+    ("m_jane", "jane@acme.com", "Jane Doe"),
+    ("m_bob", "bob@acme.com", "Bob Brown"),
+    ("m_carol", "carol@acme.com", "Carol White"),
+    ("m_dave", "dave@acme.com", "Dave Green"),
+    ("m_zoe", "zoe@example.com", "Zoe Quinn"),
+]
+# Team templates (managed event types) and who books them.
+DEMO_MANAGED = [
+    (
+        "discovery-call",
+        "Discovery call",
+        "Book a discovery call with your rep.",
+        30,
+        "Round robin",
+        ["m_jane", "m_bob", "m_carol", "m_zoe"],
+    ),
+    (
+        "pricing-review",
+        "Pricing review",
+        "Walk through plans and pricing.",
+        45,
+        "One-on-one",
+        ["m_carol", "m_dave"],
+    ),
+]
+
+
+def team_members(members: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+    return [{"id": mid, "email": email, "name": name} for mid, email, name in members]
+
+
+def team_event_types(account_id: str) -> list[dict[str, Any]]:
+    """Each member's personal event type and the managed ones with their assignments."""
+    base = f"https://book.example.com/{account_id}"
+    personal = [
+        {
+            "id": f"{account_id}-{mid}-meeting",
+            "name": f"30-min meeting with {name.split()[0]}",
+            "url": f"{base}/{mid}/meeting",
+            "description": f"Talk to {name}.",
+            "duration_minutes": 30,
+            "kind": "One-on-one",
+            "active": True,
+            "owner_id": mid,
+        }
+        for mid, _email, name in DEMO_MEMBERS
+    ]
+    managed = [
+        {
+            "id": f"{account_id}-{slug}",
+            "name": name,
+            "url": f"{base}/team/{slug}",
+            "description": description,
+            "duration_minutes": minutes,
+            "kind": kind,
+            "active": True,
+            "managed": True,
+            "assignments": [{"member_id": m, "url": f"{base}/{m}/{slug}"} for m in assigned],
+        }
+        for slug, name, description, minutes, kind, assigned in DEMO_MANAGED
+    ]
+    return personal + managed
+
 
 WORDS = ["Intro", "Demo", "Strategy", "Onboarding", "Review", "Check-in", "Kickoff", "Support"]
 KINDS = ["One-on-one", "Group", "Round robin", "Collective"]
@@ -129,6 +200,7 @@ class DemoSourceStore:
         self.auto_create = auto_create
         self._lock = threading.RLock()
         self._accounts: dict[str, list[dict[str, Any]]] = {}
+        self._members: dict[str, list[dict[str, Any]]] = {}
         self._mtime: float | None = None
         if path is not None and path.exists():
             self._load()
@@ -140,6 +212,12 @@ class DemoSourceStore:
         data = json.loads(self.path.read_text() or "{}")
         accounts = data.get("accounts", {}) if isinstance(data, dict) else {}
         self._accounts = {str(k): list(v) for k, v in accounts.items() if isinstance(v, list)}
+        members = data.get("members", {}) if isinstance(data, dict) else {}
+        self._members = (
+            {str(k): list(v) for k, v in members.items() if isinstance(v, list)}
+            if isinstance(members, dict)
+            else {}
+        )
         self._mtime = self.path.stat().st_mtime
 
     def _refresh(self) -> None:
@@ -158,7 +236,10 @@ class DemoSourceStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".demo-source.")
         with os.fdopen(fd, "w") as handle:
-            json.dump({"accounts": self._accounts}, handle, indent=2)
+            data: dict[str, Any] = {"accounts": self._accounts}
+            if self._members:
+                data["members"] = self._members
+            json.dump(data, handle, indent=2)
         os.replace(tmp, self.path)
         self._mtime = self.path.stat().st_mtime
 
@@ -177,8 +258,29 @@ class DemoSourceStore:
             self._refresh()
             if account_id not in self._accounts:
                 self._accounts[account_id] = default_event_types(account_id)
+                if account_id == DEMO_ACCOUNT:
+                    self._accounts[account_id] += team_event_types(account_id)
+                    self._members[account_id] = team_members(DEMO_MEMBERS)
                 self._save()
             return self._accounts[account_id]
+
+    def members(self, account_id: str) -> builtins.list[dict[str, Any]] | None:
+        """The account's team, or None when it has none (the source answers 404)."""
+        with self._lock:
+            self._refresh()
+            if account_id not in self._accounts and self.auto_create:
+                self.ensure_account(account_id)
+            items = self._members.get(account_id)
+            return copy.deepcopy(items) if items is not None else None
+
+    def put_members(self, account_id: str, members: builtins.list[dict[str, Any]] | None) -> None:
+        """Replace the account's team (None: the account has no team)."""
+        with self._lock:
+            if members is None:
+                self._members.pop(account_id, None)
+            else:
+                self._members[account_id] = copy.deepcopy(members)
+            self._save()
 
     def put_all(self, account_id: str, event_types: builtins.list[dict[str, Any]]) -> None:
         with self._lock:
@@ -217,6 +319,7 @@ class DemoSourceStore:
     def delete_account(self, account_id: str) -> None:
         with self._lock:
             self._accounts.pop(account_id, None)
+            self._members.pop(account_id, None)
             self._save()
 
     def generate(self, account_id: str, count: int, seed: int = 0) -> None:
@@ -259,8 +362,8 @@ def create_demo_source_app(
         stats.hit(str(status) if status in (304, 404) else "errors")
         return jsonify(error=message), status
 
-    @app.get("/accounts/<account_id>/event-types")
-    def event_types(account_id: str) -> Any:
+    def paged(items: list[dict[str, Any]] | None) -> Any:
+        """One page of a listing, with the contract's ETag and cursor rules."""
         if request.headers.get("Authorization") != f"Bearer {token}":
             return error(401, "missing or wrong bearer token")
         if faults.latency_ms:
@@ -270,7 +373,6 @@ def create_demo_source_app(
             return error(faults.fail_status, "injected failure")
         if faults.error_rate and faults.rng.random() < faults.error_rate:
             return error(faults.fail_status, "injected failure")
-        items = store.list(account_id)
         if items is None:
             return error(404, "account not found")
         etag = event_types_etag(items)
@@ -303,6 +405,14 @@ def create_demo_source_app(
         response = jsonify(body)
         response.headers["ETag"] = etag
         return response
+
+    @app.get("/accounts/<account_id>/event-types")
+    def event_types(account_id: str) -> Any:
+        return paged(store.list(account_id))
+
+    @app.get("/accounts/<account_id>/members")
+    def members(account_id: str) -> Any:
+        return paged(store.members(account_id))
 
     # Control endpoints for tests, benchmarks and humans (not part of the contract) ------
 
@@ -341,6 +451,17 @@ def create_demo_source_app(
         except KeyError:
             return jsonify(error="event type not found"), 404
         return Response(status=204)
+
+    @app.put("/_demo/accounts/<account_id>/members")
+    def put_members(account_id: str) -> Any:
+        body = request.get_json(silent=True)
+        items = body.get("data") if isinstance(body, dict) else body
+        if items is not None and (
+            not isinstance(items, list) or not all(isinstance(i, dict) and "id" in i for i in items)
+        ):
+            return jsonify(error="expected a list of members, each with an id, or null"), 400
+        store.put_members(account_id, items)
+        return jsonify(count=len(items or []))
 
     @app.delete("/_demo/accounts/<account_id>")
     def delete_account(account_id: str) -> Any:

@@ -8,12 +8,14 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     ForeignKey,
     Index,
     Integer,
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -56,10 +58,25 @@ TZDateTime = UTCDateTime()
 
 
 class Connection(Base):
+    """One Close user's grant for one account: the account's admin connection (`member_id`
+    NULL, at most one per account) or one team member's own connection."""
+
     __tablename__ = "connections"
+    __table_args__ = (
+        UniqueConstraint("account_id", "member_id"),
+        # NULLs are distinct in a unique constraint: this index makes the admin one of a kind.
+        Index(
+            "uq_connections_admin_account_id",
+            "account_id",
+            unique=True,
+            sqlite_where=text("member_id IS NULL"),
+            postgresql_where=text("member_id IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    account_id: Mapped[str] = mapped_column(String(255), unique=True)
+    account_id: Mapped[str] = mapped_column(String(255))
+    member_id: Mapped[str | None] = mapped_column(String(255))  # None: the admin connection
     status: Mapped[ConnectionStatus] = mapped_column(
         StrEnumType(ConnectionStatus, 32), default=ConnectionStatus.ACTIVE
     )
@@ -70,6 +87,10 @@ class Connection(Base):
     close_user_email: Mapped[str | None] = mapped_column(String(320))
     close_org_id: Mapped[str | None] = mapped_column(String(255))
     close_org_name: Mapped[str | None] = mapped_column(String(255))
+    # A member connection whose Close email differs from the member's: shown, not hidden.
+    email_warning: Mapped[str | None] = mapped_column(Text)
+    # The admin's Manage Customizations in its org, as /me/ said at the last sync (None: unknown).
+    manage_customizations: Mapped[bool | None] = mapped_column(Boolean)
 
     access_token_enc: Mapped[str | None] = mapped_column(Text)
     refresh_token_enc: Mapped[str | None] = mapped_column(Text)
@@ -93,6 +114,10 @@ class Connection(Base):
     links: Mapped[list[SyncedLink]] = relationship(
         back_populates="connection", cascade="all, delete-orphan", passive_deletes=True
     )
+
+    @property
+    def is_member(self) -> bool:
+        return self.member_id is not None
 
     @property
     def syncable(self) -> bool:
@@ -132,6 +157,63 @@ class SyncedLink(Base):
         )
 
 
+class TeamMember(Base):
+    """The account's team as the source last listed it (`GET /accounts/{id}/members`)."""
+
+    __tablename__ = "team_members"
+    __table_args__ = (UniqueConstraint("account_id", "member_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(255))
+    member_id: Mapped[str] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(String(320))
+    name: Mapped[str | None] = mapped_column(String(255))
+    # The Close user of the org with this email, as the admin's last sync found it.
+    close_user_id: Mapped[str | None] = mapped_column(String(255))
+    close_user_name: Mapped[str | None] = mapped_column(String(255))
+
+
+class SharedLink(Base):
+    """A Close shared scheduling link we created for one managed event type (and so own)."""
+
+    __tablename__ = "shared_links"
+    __table_args__ = (UniqueConstraint("account_id", "event_type_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(255))
+    event_type_id: Mapped[str] = mapped_column(String(255))
+    close_shared_id: Mapped[str | None] = mapped_column(String(255))
+    name: Mapped[str | None] = mapped_column(Text)
+    content_hash: Mapped[str | None] = mapped_column(String(64))  # of what Close last accepted
+    last_error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow, onupdate=utcnow)
+
+    mappings: Mapped[list[SharedLinkMapping]] = relationship(
+        back_populates="shared_link", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class SharedLinkMapping(Base):
+    """A mapping we made of one Close user on one of our shared links (Close cannot list them
+    back, so this record is the truth of what we did)."""
+
+    __tablename__ = "shared_link_mappings"
+    __table_args__ = (UniqueConstraint("shared_link_id", "close_user_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shared_link_id: Mapped[int] = mapped_column(
+        ForeignKey("shared_links.id", ondelete="CASCADE"), index=True
+    )
+    close_user_id: Mapped[str] = mapped_column(String(255))
+    member_id: Mapped[str] = mapped_column(String(255))
+    target_kind: Mapped[str] = mapped_column(String(32))  # user_scheduling_link_id | url
+    target_value: Mapped[str] = mapped_column(Text)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow, onupdate=utcnow)
+
+    shared_link: Mapped[SharedLink] = relationship(back_populates="mappings")
+
+
 class SyncRun(Base):
     __tablename__ = "sync_runs"
     __table_args__ = (Index("ix_sync_runs_connection_id_id", "connection_id", "id"),)
@@ -168,6 +250,7 @@ class ConnectSession(Base):
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     account_id: Mapped[str] = mapped_column(String(255), index=True)
+    member_id: Mapped[str | None] = mapped_column(String(255))  # a member's personal link
     return_url: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(TZDateTime)

@@ -87,8 +87,21 @@ class SourceClient:
         raise SourceUnavailable(f"source unavailable ({last})")
 
     def listing(self, account_id: str, *, etag: str | None = None) -> Listing:
-        """Read the first page now (so 304/404/outage are known up front), stream the rest."""
-        url = f"{self.base_url}/accounts/{quote(account_id, safe='')}/event-types"
+        """The account's event types: the first page is read now (so 304/404/outage are known
+        up front), the rest streamed."""
+        return self._listing(account_id, "event-types", etag)
+
+    def members(self, account_id: str, *, etag: str | None = None) -> Listing | None:
+        """The account's team members (`{"id", "email", "name"}`), paged and cached like event
+        types; None when the source answers 404 (the account has no team, or a source that
+        predates teams)."""
+        try:
+            return self._listing(account_id, "members", etag)
+        except SourceAccountGone:
+            return None
+
+    def _listing(self, account_id: str, collection: str, etag: str | None) -> Listing:
+        url = f"{self.base_url}/accounts/{quote(account_id, safe='')}/{collection}"
         first = self._get(url, {}, {"If-None-Match": etag} if etag else {})
         if first.status_code == 304:
             return Listing(not_modified=True, complete=True, etag=etag)

@@ -35,12 +35,16 @@ from service.infra.models import (
     ConnectionStatus,
     LinkState,
     RunStatus,
+    SharedLink,
+    SharedLinkMapping,
     SyncedLink,
     SyncRun,
+    TeamMember,
     Trigger,
 )
 from service.services import Services
 from service.source.client import SourceAccountGone, SourceClient, SourceUnavailable
+from service.sync import team
 from service.sync.diff import KnownLink, Plan, plan
 from service.sync.mapping import DesiredLink, InvalidLink, is_active, map_event_type, source_id_of
 
@@ -72,6 +76,27 @@ class Outcome:
     errors: list[str] = field(default_factory=list)
     fatal: str | None = None
     access_refused: str | None = None  # recorded on the connection's status_reason
+
+
+@dataclass
+class Team:
+    """The account's roster for this run: member id → email (empty: no team)."""
+
+    members: dict[str, str | None] = field(default_factory=dict)
+    complete: bool = True
+    error: str | None = None
+    managed: list[dict[str, Any]] = field(default_factory=list)  # active managed types listed
+
+    @property
+    def present(self) -> bool:
+        return bool(self.members)
+
+
+MANAGE_CUSTOMIZATIONS = "manage_customizations"
+NO_SHARED_PERMISSION = (
+    "the connected Close user lacks the Manage Customizations permission in this organization, "
+    "so no shared links are created"
+)
 
 
 @dataclass(frozen=True)
@@ -165,7 +190,10 @@ class SyncEngine:
         dirty = any(
             row.state != LinkState.SYNCED and row.state != LinkState.ERROR for row in rows.values()
         )
-        etag = None if (reconcile or dirty) else connection.source_etag
+        roster = self._roster(session, connection)
+        # A team's shared links and member scopes depend on more than the event-type listing
+        # (the roster, who has connected), so a team account always reads the full listing.
+        etag = None if (reconcile or dirty or roster.present) else connection.source_etag
         self._phase("read")
         try:
             listing = self.source.listing(connection.account_id, etag=etag)
@@ -184,7 +212,17 @@ class SyncEngine:
             self._phase("apply", 0)
             return RunStatus.SUCCEEDED, None
 
-        desired, invalid = self._read(listing, outcome)
+        scope = None
+        if roster.present:
+            scope = (
+                team.member_scope(connection.member_id)
+                if connection.member_id is not None
+                else team.admin_scope(connection.close_user_email, roster.members)
+            )
+            if connection.member_id is not None and connection.member_id not in roster.members:
+                scope = team.Scope(member_id=None, account_level=False)  # no longer on the team
+        desired, invalid = self._read(listing, outcome, scope, roster)
+        complete = listing.complete and (roster.complete or scope is None)
         the_plan = plan(
             desired,
             invalid,
@@ -192,11 +230,11 @@ class SyncEngine:
                 sid: KnownLink(sid, row.content_hash, row.may_be_in_close)
                 for sid, row in rows.items()
             },
-            listing_complete=listing.complete,
+            listing_complete=complete,
         )
         outcome.unchanged = len(the_plan.unchanged)
         self._record_invalid(session, connection, rows, the_plan.invalid, outcome)
-        self._forget_unwanted(session, connection, rows, desired, invalid, listing.complete)
+        self._forget_unwanted(session, connection, rows, desired, invalid, complete)
         run.progress_total = len(the_plan.upserts) + len(the_plan.deletes)
         session.commit()
         self._phase("apply", run.progress_total)
@@ -205,11 +243,19 @@ class SyncEngine:
 
         if outcome.fatal:
             return RunStatus.FAILED, outcome.fatal
+        if connection.member_id is None and (
+            roster.present or self._has_shared(session, connection)
+        ):
+            self._sync_shared(session, connection, close, roster, complete, outcome)
+            if outcome.fatal:
+                return RunStatus.FAILED, outcome.fatal
         problems = list(outcome.errors)
+        if roster.error:
+            problems.insert(0, roster.error)
         invalid_count = len(the_plan.invalid)
         if invalid_count:
             problems.insert(0, f"{invalid_count} event type(s) invalid; see the links' errors")
-        if not listing.complete:
+        if not complete:
             problems.insert(
                 0,
                 (listing.error or "source listing incomplete")
@@ -221,8 +267,14 @@ class SyncEngine:
         return RunStatus.SUCCEEDED, None
 
     def _read(
-        self, listing: Iterable[dict[str, Any]], outcome: Outcome
+        self,
+        listing: Iterable[dict[str, Any]],
+        outcome: Outcome,
+        scope: team.Scope | None = None,
+        roster: Team | None = None,
     ) -> tuple[list[DesiredLink], list[InvalidLink]]:
+        """The links this connection wants: every active event type without a team (`scope`
+        None, today's single-user behaviour), else the ones in this connection's scope."""
         desired: list[DesiredLink] = []
         invalid: list[InvalidLink] = []
         seen: set[str] = set()
@@ -239,9 +291,250 @@ class SyncEngine:
             seen.add(source_id)
             if not is_active(item):
                 continue
-            mapped = map_event_type(item)
-            (desired if isinstance(mapped, DesiredLink) else invalid).append(mapped)  # type: ignore[arg-type]
+            if scope is None:
+                mine = [item]
+            else:
+                if roster is not None and team.is_managed(item):
+                    roster.managed.append(item)
+                mine = team.expand(item, scope)
+            for each in mine:
+                if source_id_of(each) is None:
+                    outcome.failed += 1
+                    outcome.errors.append(f"event type {source_id!r}: its link id is too long")
+                    continue
+                mapped = map_event_type(each)
+                (desired if isinstance(mapped, DesiredLink) else invalid).append(mapped)  # type: ignore[arg-type]
         return desired, invalid
+
+    # Teams ------------------------------------------------------------------------------
+
+    def _roster(self, session: Session, connection: Connection) -> Team:
+        """The account's members from the source, saved to our table; the saved roster (as
+        incomplete) when the source cannot say; empty when the source has no team (404)."""
+        saved = {
+            m.member_id: m
+            for m in session.scalars(
+                select(TeamMember).where(TeamMember.account_id == connection.account_id)
+            )
+        }
+        try:
+            listing = self.source.members(connection.account_id)
+            read = [] if listing is None else list(listing)
+        except SourceUnavailable as exc:
+            return Team(
+                members={mid: m.email for mid, m in saved.items()},
+                complete=False,
+                error=f"team members could not be read: {exc}",
+            )
+        roster = Team(complete=listing is None or listing.complete)
+        if listing is not None and not listing.complete:
+            roster.error = listing.error or "team members listing incomplete"
+        for item in read:
+            member = team.member_id_of(item.get("id")) if isinstance(item, dict) else None
+            if member is None or member in roster.members or len(member) > 255:
+                continue
+            email = item.get("email") if isinstance(item.get("email"), str) else None
+            name = item.get("name") if isinstance(item.get("name"), str) else None
+            roster.members[member] = email
+            row = saved.get(member)
+            if row is None:
+                row = TeamMember(account_id=connection.account_id, member_id=member)
+                session.add(row)
+                saved[member] = row
+            if (row.email, row.name) != (email and email[:320], name and name[:255]):
+                row.email, row.name = email and email[:320], name and name[:255]
+        if roster.complete:
+            for member, row in saved.items():
+                if member not in roster.members:
+                    session.delete(row)
+        elif not roster.members:
+            roster.members = {mid: m.email for mid, m in saved.items()}
+        session.flush()
+        return roster
+
+    @staticmethod
+    def _record_matches(
+        session: Session,
+        connection: Connection,
+        org_users: dict[str, str],
+        names: dict[str, str | None],
+    ) -> None:
+        """Each member's Close user, matched by email (what coverage reports)."""
+        for member in session.scalars(
+            select(TeamMember).where(TeamMember.account_id == connection.account_id)
+        ):
+            email = team.normalize_email(member.email)
+            user_id = org_users.get(email) if email else None
+            name = names.get(user_id) if user_id else None
+            if (member.close_user_id, member.close_user_name) != (user_id, name):
+                member.close_user_id, member.close_user_name = user_id, name and name[:255]
+
+    def _has_shared(self, session: Session, connection: Connection) -> bool:
+        return (
+            session.scalar(
+                select(SharedLink.id).where(SharedLink.account_id == connection.account_id).limit(1)
+            )
+            is not None
+        )
+
+    def _sync_shared(
+        self,
+        session: Session,
+        connection: Connection,
+        close: CloseClient,
+        roster: Team,
+        complete: bool,
+        outcome: Outcome,
+    ) -> None:
+        """The admin run's last step: our shared links for the managed types, and the
+        mappings of each matched member. Skipped (and said so) without the permission."""
+        try:
+            org = close.organization(connection.close_org_id or "")
+            org_users: dict[str, str] = {}
+            names: dict[str, str | None] = {}
+            for membership in org.get("memberships") or []:
+                email = team.normalize_email(membership.get("user_email"))
+                if email and membership.get("user_id"):
+                    org_users.setdefault(email, str(membership["user_id"]))
+                    names[str(membership["user_id"])] = membership.get("user_full_name")
+            self._record_matches(session, connection, org_users, names)
+            me = close.me()
+            granted = next(
+                (
+                    m.get("permissions_granted") or []
+                    for m in me.get("memberships") or []
+                    if m.get("organization_id") == connection.close_org_id
+                ),
+                [],
+            )
+            connection.manage_customizations = MANAGE_CUSTOMIZATIONS in granted
+            session.commit()
+            if not connection.manage_customizations:
+                return
+        except FATAL as exc:
+            outcome.fatal = str(exc)
+            return
+        except (CloseError, TokenRefreshUnavailable) as exc:
+            outcome.errors.append(f"shared links skipped this run: {exc}")
+            outcome.transient += 1
+            return
+        user_links: dict[str, str] = dict(
+            session.execute(  # type: ignore[arg-type]  # close_link_id IS NOT NULL
+                select(SyncedLink.source_id, SyncedLink.close_link_id)
+                .join(Connection, Connection.id == SyncedLink.connection_id)
+                .where(
+                    Connection.account_id == connection.account_id,
+                    Connection.status == ConnectionStatus.ACTIVE,
+                    SyncedLink.state == LinkState.SYNCED,
+                    SyncedLink.close_link_id.is_not(None),
+                )
+            ).all()
+        )
+        shared, mappings = team.desired_shared(
+            roster.managed, roster.members, org_users, user_links
+        )
+        rows = {
+            row.event_type_id: row
+            for row in session.scalars(
+                select(SharedLink).where(SharedLink.account_id == connection.account_id)
+            )
+        }
+        maps = {
+            (row.event_type_id, m.close_user_id): m for row in rows.values() for m in row.mappings
+        }
+        the_plan = team.plan_shared(
+            shared,
+            mappings,
+            {et: (row.content_hash if row.close_shared_id else None) for et, row in rows.items()},
+            {key: m.content_hash for key, m in maps.items()},
+            complete=complete,
+        )
+        org_id = connection.close_org_id
+        try:
+            for item in the_plan.create + the_plan.update:
+                row = rows.get(item.event_type_id)
+                if row is None:
+                    row = SharedLink(
+                        account_id=connection.account_id, event_type_id=item.event_type_id
+                    )
+                    session.add(row)
+                    rows[item.event_type_id] = row
+                try:
+                    if row.close_shared_id:
+                        close.update_shared_link(row.close_shared_id, item.fields)
+                        outcome.updated += 1
+                    else:
+                        for stale in list(row.mappings):  # a new shared link has no mappings
+                            row.mappings.remove(stale)
+                        row.close_shared_id = str(close.create_shared_link(item.fields)["id"])
+                        outcome.created += 1
+                except CloseValidationError as exc:
+                    row.last_error = f"Close rejected the shared link: {exc}"
+                    outcome.failed += 1
+                    continue
+                row.content_hash, row.name, row.last_error = (
+                    item.content_hash,
+                    item.fields["name"],
+                    None,
+                )
+                session.commit()
+            for mapping in the_plan.map:
+                row = rows[mapping.event_type_id]
+                if not row.close_shared_id or row.content_hash is None:
+                    continue
+                body = {
+                    "organization_id": org_id,
+                    "shared_scheduling_link_id": row.close_shared_id,
+                    "user_id": mapping.close_user_id,
+                    mapping.target_kind: mapping.target_value,
+                }
+                try:
+                    close.map_shared_link(body)
+                except CloseValidationError as exc:
+                    outcome.failed += 1
+                    outcome.errors.append(f"mapping {mapping.member_id} refused: {exc}")
+                    continue
+                record = maps.get((mapping.event_type_id, mapping.close_user_id))
+                if record is None or record not in row.mappings:
+                    record = SharedLinkMapping(close_user_id=mapping.close_user_id)
+                    row.mappings.append(record)
+                    maps[(mapping.event_type_id, mapping.close_user_id)] = record
+                record.member_id, record.target_kind = mapping.member_id, mapping.target_kind
+                record.target_value, record.content_hash = (
+                    mapping.target_value,
+                    mapping.content_hash,
+                )
+                outcome.updated += 1
+                session.commit()
+            for et_id, user_id in the_plan.unmap:
+                row = rows[et_id]
+                close.unmap_shared_link(
+                    {
+                        "organization_id": org_id,
+                        "shared_scheduling_link_id": row.close_shared_id,
+                        "user_id": user_id,
+                    }
+                )
+                session.delete(maps.pop((et_id, user_id)))
+                outcome.deleted += 1
+                session.commit()
+            for et_id in the_plan.delete:
+                row = rows.pop(et_id)
+                if row.close_shared_id:
+                    close.delete_shared_link(row.close_shared_id)
+                    outcome.deleted += 1
+                session.delete(row)
+                session.commit()
+        except FATAL as exc:
+            outcome.fatal = str(exc)
+        except (CloseError, TokenRefreshUnavailable) as exc:
+            session.commit()
+            outcome.errors.append(f"shared links: {exc} (will retry next run)")
+            outcome.transient += 1
+        if the_plan.withheld:
+            outcome.errors.append(
+                f"{the_plan.withheld} shared-link removal(s) withheld until a complete listing"
+            )
 
     def _record_invalid(
         self,

@@ -34,6 +34,7 @@ from service.errors import Conflict, Gone, ValidationFailed
 from service.infra.models import (
     Connection,
     ConnectionStatus,
+    ConnectSession,
     Trigger,
 )
 from service.sync.triggers import request_sync
@@ -63,6 +64,13 @@ def _managed_connection(db: Session) -> Connection:
     return manage_session_connection(
         db, services().settings, session.get(MANAGE_KEY), session.get(BINDING_KEY)
     )
+
+
+def _connection_of(db: Session, connect: ConnectSession) -> Connection | None:
+    """The connection a connect link is about: the admin's, or its member's own."""
+    if connect.member_id is not None:
+        return queries.find_member_connection(db, connect.account_id, connect.member_id)
+    return queries.find_connection(db, connect.account_id)
 
 
 def _status_context(db: Session, connection: Connection) -> dict[str, Any]:
@@ -96,13 +104,16 @@ def connect_page(token: str) -> Any:
         ):
             return _to_status()
         raise
-    connection = queries.find_connection(db, connect.account_id)
+    connection = _connection_of(db, connect)
     return render_template(
         "connect.html",
         token=token,
         account_id=connect.account_id,
         connection=connection,
         notice=session.pop("notice", None),
+        member=queries.member_invite(db, connect.account_id, connect.member_id)
+        if connect.member_id is not None
+        else None,
     )
 
 

@@ -378,3 +378,21 @@ def test_a_failed_enqueue_is_503_and_the_retry_is_not_a_duplicate(
     retry = post(client, body)  # the integrator delivers the same event again
     assert retry.status_code == 202 and retry.json == {"status": "accepted"}
     assert enqueued.calls == [(cid, "webhook", None)]
+
+
+def test_members_changed_resyncs_every_connection_of_the_account(
+    client: FlaskClient, services: Services, enqueued: RecordingEnqueue
+) -> None:
+    account, admin = add_connection(services)
+    with services.db.session() as session:
+        members = [Connection(account_id=account, member_id=m) for m in ("m_bob", "m_carol")]
+        gone = Connection(account_id=account, member_id="m_dave", status="needs_reauth")
+        session.add_all([*members, gone])
+        session.flush()
+        member_ids = [m.id for m in members]
+    response = post(client, body_for(account, type="members.changed"))
+    assert response.status_code == 202
+    assert sorted(enqueued.calls) == sorted((cid, "webhook", None) for cid in [admin, *member_ids])
+    # A burst is coalesced per connection: nothing more while those wait to start.
+    assert post(client, body_for(account, type="event_types.changed")).status_code == 202
+    assert len(enqueued.calls) == 3

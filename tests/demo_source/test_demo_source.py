@@ -99,3 +99,33 @@ def test_control_endpoints(tmp_path: Path) -> None:
             == 404
         )
         assert isinstance(requests.get(f"{server.url}/_demo/stats", timeout=5).json(), dict)
+
+
+def test_members_are_paged_with_etags_and_404_without_a_team(source: Any) -> None:
+    source.store.put_all("solo", generated_event_types("solo", 3))
+    assert client(source).members("solo") is None  # no team: today's behaviour
+    team = [{"id": f"m{n}", "email": f"m{n}@acme.com", "name": f"M {n}"} for n in range(150)]
+    source.store.put_all("crew", [])
+    source.store.put_members("crew", team)
+    listing = client(source).members("crew")
+    assert listing is not None
+    assert [m["id"] for m in listing] == [m["id"] for m in team]
+    assert listing.complete and listing.pages == 2
+    again = client(source).members("crew", etag=listing.etag)
+    assert again is not None and again.not_modified
+
+
+def test_the_demo_account_comes_with_a_team(tmp_path: Path) -> None:
+    store = DemoSourceStore(tmp_path / "demo.json")
+    members = store.members("demo-account")
+    event_types = store.list("demo-account")
+    assert members is not None and event_types is not None
+    emails = {m["email"] for m in members}
+    assert {"jane@acme.com", "bob@acme.com", "zoe@example.com"} <= emails
+    managed = [e for e in event_types if e.get("managed")]
+    personal = [e for e in event_types if e.get("owner_id")]
+    assert len(managed) == 2 and all(e["assignments"] for e in managed)
+    assert {e["owner_id"] for e in personal} == {m["id"] for m in members}
+    # Editable in its file like the event types, and another account has no team.
+    assert json.loads((tmp_path / "demo.json").read_text())["members"]["demo-account"] == members
+    assert store.members("other-account") is None

@@ -1,0 +1,219 @@
+"""The team round trip against the real sandbox and source over HTTP, on SQLite and on
+PostgreSQL + Redis: an admin and two members connect, one member does not, a managed type is
+renamed and reassigned, a member leaves the roster, a member's grant is revoked; shared links
+and mappings follow, a no-change resync writes nothing, foreign shared links stay."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+from sqlalchemy import select
+
+from service.infra.models import Connection, ConnectionStatus, SyncRun
+from service.services import Services
+from service.settings import SANDBOX_CLIENT_ID
+from service.sync.runner import run_sync
+from tests.conftest import new_account
+from tests.helpers import connect_directly, our_links
+
+MEMBERS = [
+    {"id": "m_jane", "email": "Jane@Acme.com ", "name": "Jane Doe"},  # the admin, by email
+    {"id": "m_bob", "email": "bob@acme.com", "name": "Bob Brown"},
+    {"id": "m_carol", "email": "carol@acme.com", "name": "Carol White"},
+    {"id": "m_dave", "email": "dave@acme.com", "name": "Dave Green"},  # never connects
+    {"id": "m_zoe", "email": "zoe@example.com", "name": "Zoe Quinn"},  # not in the Close org
+]
+SHARED_WRITES = (
+    "POST /shared_scheduling_link/",
+    "PUT /shared_scheduling_link/{shared_id}/",
+    "DELETE /shared_scheduling_link/{shared_id}/",
+    "POST /shared_scheduling_link_association/",
+    "POST /shared_scheduling_link_association/unmap/",
+    "POST /scheduling_link/integration/",
+    "DELETE /scheduling_link/integration/{source_id}/",
+)
+
+
+def managed(et_id: str, name: str, account: str, members: list[str]) -> dict[str, Any]:
+    return {
+        "id": et_id,
+        "name": name,
+        "url": f"https://book.example.com/{account}/team/{et_id}",
+        "description": f"{name} with your rep",
+        "duration_minutes": 30,
+        "kind": "Round robin",
+        "managed": True,
+        "assignments": [
+            {"member_id": m, "url": f"https://book.example.com/{account}/{m}/{et_id}"}
+            for m in members
+        ],
+    }
+
+
+def personal(et_id: str, owner: str | None, account: str) -> dict[str, Any]:
+    item = {
+        "id": et_id,
+        "name": f"Meeting {et_id}",
+        "url": f"https://book.example.com/{account}/{et_id}",
+        "duration_minutes": 15,
+    }
+    if owner:
+        item["owner_id"] = owner
+    return item
+
+
+def writes(sandbox: Any) -> int:
+    return sum(sandbox.state.calls[key] for key in SHARED_WRITES)
+
+
+def sync(svc: Services, connection_id: int) -> SyncRun:
+    run_ids = run_sync(svc, connection_id, trigger="manual")
+    with svc.db.session() as session:
+        run = session.get(SyncRun, run_ids[-1])
+        assert run is not None
+        session.expunge(run)
+        return run
+
+
+def shared_by_name(sandbox: Any) -> dict[str, dict[str, Any]]:
+    return {s["name"]: s for s in sandbox.state.team("orga_acme")["shared_links"]}
+
+
+def targets(shared: dict[str, Any]) -> dict[str, str]:
+    return {
+        a["user_id"]: a.get("user_scheduling_link_id") or a["url"] for a in shared["associations"]
+    }
+
+
+def test_team_round_trip(services: Services, sandbox: Any, source: Any) -> None:
+    account = new_account()
+    items = [
+        personal("acct1", None, account),
+        personal("jane1", "m_jane", account),
+        personal("bob1", "m_bob", account),
+        managed("disc", "Discovery call", account, ["m_jane", "m_bob", "m_carol", "m_zoe"]),
+        managed("price", "Pricing review", account, ["m_carol", "m_dave"]),
+    ]
+    source.store.put_all(account, items)
+    source.store.put_members(account, MEMBERS)
+    # A shared link someone made by hand in Close: not recorded by us, never touched.
+    jane_token = sandbox.state.issue_tokens(SANDBOX_CLIENT_ID, "user_jane", "orga_acme")
+    api = f"{sandbox.url}/api/v1"
+    auth = {"Authorization": f"Bearer {jane_token['access_token']}"}
+    foreign = requests.post(
+        f"{api}/shared_scheduling_link/", json={"name": "Theirs"}, headers=auth, timeout=5
+    ).json()
+
+    admin = connect_directly(services, sandbox, account)
+    bob = connect_directly(services, sandbox, account, user_id="user_bob", member_id="m_bob")
+    carol = connect_directly(services, sandbox, account, user_id="user_carol", member_id="m_carol")
+    for cid in (bob, carol, admin):
+        assert sync(services, cid).status == "succeeded"
+
+    assert set(our_links(sandbox, "user_jane")) == {"acct1", "jane1", "disc:m_jane"}
+    assert set(our_links(sandbox, "user_bob")) == {"bob1", "disc:m_bob"}
+    assert set(our_links(sandbox, "user_carol")) == {"disc:m_carol", "price:m_carol"}
+    bob_disc = our_links(sandbox, "user_bob")["disc:m_bob"]
+    assert bob_disc["url"] == f"https://book.example.com/{account}/m_bob/disc"
+    shared = shared_by_name(sandbox)
+    assert set(shared) == {"Discovery call", "Pricing review", "Theirs"}
+    assert targets(shared["Discovery call"]) == {
+        "user_jane": our_links(sandbox, "user_jane")["disc:m_jane"]["id"],
+        "user_bob": bob_disc["id"],
+        "user_carol": our_links(sandbox, "user_carol")["disc:m_carol"]["id"],
+    }  # Zoe is not in the Close org: not mapped
+    assert targets(shared["Pricing review"]) == {
+        "user_carol": our_links(sandbox, "user_carol")["price:m_carol"]["id"],
+        "user_dave": f"https://book.example.com/{account}/m_dave/price",  # not connected: url
+    }
+
+    # No change anywhere: zero writes to Close from every connection.
+    before = writes(sandbox)
+    for cid in (admin, bob, carol):
+        assert sync(services, cid).status == "succeeded"
+    assert writes(sandbox) == before
+
+    # Rename Discovery and reassign it: Bob off, Dave on.
+    source.store.update(
+        account,
+        "disc",
+        **{
+            k: v
+            for k, v in managed(
+                "disc", "Discovery session", account, ["m_jane", "m_carol", "m_zoe", "m_dave"]
+            ).items()
+            if k in ("name", "assignments")
+        },
+    )
+    for cid in (bob, carol, admin):
+        sync(services, cid)
+    shared = shared_by_name(sandbox)
+    assert "Discovery call" not in shared and "Discovery session" in shared
+    disc = targets(shared["Discovery session"])
+    assert "user_bob" not in disc and set(our_links(sandbox, "user_bob")) == {"bob1"}
+    assert disc["user_dave"] == f"https://book.example.com/{account}/m_dave/disc"
+
+    # Carol leaves the team: her links go, and so do her mappings.
+    source.store.put_members(account, [m for m in MEMBERS if m["id"] != "m_carol"])
+    for cid in (carol, admin):
+        sync(services, cid)
+    assert our_links(sandbox, "user_carol") == {}
+    shared = shared_by_name(sandbox)
+    assert "user_carol" not in targets(shared["Discovery session"])
+    assert targets(shared["Pricing review"]) == {
+        "user_dave": f"https://book.example.com/{account}/m_dave/price"
+    }
+
+    # Bob revokes the app in Close: only Bob's connection needs re-authorization.
+    sandbox.state.revoke_grant("user_bob", SANDBOX_CLIENT_ID)
+    source.store.update(account, "bob1", name="Bob's new meeting")  # so Bob's run calls Close
+    assert sync(services, bob).status == "failed"
+    assert sync(services, admin).status == "succeeded"
+    with services.db.session() as session:
+        statuses = {
+            c.member_id: c.status
+            for c in session.scalars(select(Connection).where(Connection.account_id == account))
+        }
+    assert statuses == {
+        None: ConnectionStatus.ACTIVE,
+        "m_bob": ConnectionStatus.NEEDS_REAUTH,
+        "m_carol": ConnectionStatus.ACTIVE,
+    }
+
+    # Pricing review is deactivated: our shared link goes; the foreign one stays as it was.
+    source.store.update(account, "price", active=False)
+    sync(services, admin)
+    shared = shared_by_name(sandbox)
+    assert set(shared) == {"Discovery session", "Theirs"}
+    assert shared["Theirs"]["id"] == foreign["id"]
+
+
+def test_without_manage_customizations_no_shared_link_is_attempted(
+    services: Services, sandbox: Any, source: Any
+) -> None:
+    account = new_account()
+    source.store.put_all(account, [managed("disc", "Discovery call", account, ["m_jane"])])
+    source.store.put_members(account, MEMBERS[:1])
+    sandbox.state.set_permissions("user_jane", "orga_acme", [])
+    admin = connect_directly(services, sandbox, account)
+    assert sync(services, admin).status == "succeeded"
+    assert set(our_links(sandbox, "user_jane")) == {"disc:m_jane"}
+    assert sandbox.state.shared_links("orga_acme") == []
+    assert sandbox.state.calls["POST /shared_scheduling_link/"] == 0
+    with services.db.session() as session:
+        connection = session.get(Connection, admin)
+        assert connection is not None and connection.manage_customizations is False
+
+
+def test_a_source_without_members_keeps_single_user_behaviour(
+    services: Services, sandbox: Any, source: Any
+) -> None:
+    account = new_account()
+    source.store.put_all(account, [personal("a", None, account), personal("b", None, account)])
+    admin = connect_directly(services, sandbox, account)
+    sync(services, admin)
+    assert set(our_links(sandbox, "user_jane")) == {"a", "b"}
+    calls = dict(sandbox.state.calls)
+    sync(services, admin)  # the source answers 304: no Close call at all
+    assert dict(sandbox.state.calls) == calls
