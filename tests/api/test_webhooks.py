@@ -378,3 +378,46 @@ def test_a_failed_enqueue_is_503_and_the_retry_is_not_a_duplicate(
     retry = post(client, body)  # the integrator delivers the same event again
     assert retry.status_code == 202 and retry.json == {"status": "accepted"}
     assert enqueued.calls == [(cid, "webhook", None)]
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_a_burst_while_a_sync_is_pending_costs_one_redis_round_trip_each(
+    pg_settings: Any, enqueued: RecordingEnqueue, redis_client: Any
+) -> None:
+    """The flood counter and the pending check are one pipeline; once a sync is queued, the
+    burst writes no flag and publishes nothing (seen with Redis MONITOR, commands of our db)."""
+    services = Services(pg_settings, enqueue=enqueued)
+    try:
+        client = create_app(services.settings, services=services).test_client()
+        account, cid = add_connection(services)
+        assert post(client, body_for(account)).status_code == 202  # sets the pending flag
+        db = redis_client.connection_pool.connection_kwargs.get("db", 0)
+        seen: list[str] = []
+        ready, stop = threading.Event(), threading.Event()
+
+        def watch() -> None:
+            with redis_client.monitor() as monitor:
+                ready.set()
+                for command in monitor.listen():
+                    if "STOP-MONITOR" in command["command"]:
+                        return
+                    if command.get("db") == db and "linksync:" in command["command"]:
+                        seen.append(command["command"])
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        assert ready.wait(5)
+        time.sleep(0.2)
+        for _ in range(10):
+            assert post(client, body_for(account)).status_code == 202
+        stop.set()
+        redis_client.echo("STOP-MONITOR")
+        watcher.join(5)
+        assert deliveries(services, account) == 11
+        assert enqueued.calls == [(cid, "webhook", None)]
+        # One pipeline of three commands per delivery, nothing else.
+        verbs = [c.split(" ")[0] for c in seen]
+        assert sorted(verbs) == ["EXISTS"] * 10 + ["EXPIRE"] * 10 + ["INCRBY"] * 10, seen
+    finally:
+        services.close()
