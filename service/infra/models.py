@@ -55,6 +55,8 @@ TZDateTime = UTCDateTime()
 
 class Connection(Base):
     __tablename__ = "connections"
+    # Connections by status (the dashboard and the gauges) as an index-only scan.
+    __table_args__ = (Index("ix_connections_status", "status"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[str] = mapped_column(String(255), unique=True)
@@ -103,7 +105,11 @@ class Connection(Base):
 
 class SyncedLink(Base):
     __tablename__ = "synced_links"
-    __table_args__ = (UniqueConstraint("connection_id", "source_id"),)
+    __table_args__ = (
+        UniqueConstraint("connection_id", "source_id"),
+        # Links by state (dashboard, gauges) and the console's recent errors.
+        Index("ix_synced_links_state_updated_at", "state", "updated_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     connection_id: Mapped[int] = mapped_column(
@@ -132,7 +138,13 @@ class SyncedLink(Base):
 
 class SyncRun(Base):
     __tablename__ = "sync_runs"
-    __table_args__ = (Index("ix_sync_runs_connection_id_id", "connection_id", "id"),)
+    __table_args__ = (
+        Index("ix_sync_runs_connection_id_id", "connection_id", "id"),
+        # The dashboard's polling (every 2 s): running and queued runs, the oldest queued.
+        Index("ix_sync_runs_status_queued_at", "status", "queued_at"),
+        # ... and the runs of the last hour.
+        Index("ix_sync_runs_queued_at", "queued_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
