@@ -389,7 +389,9 @@ def webhook_ingest(quick: bool) -> dict[str, Any]:
             "accepted": accepted,
             "duplicates": fixed["duplicate"] + paced["duplicate"],
             "stored": stored,
-            "lost": accepted - stored,
+            # wrk stops with requests in flight: those are stored but their 202 is not counted.
+            "lost": max(0, accepted - stored),
+            "stored_unanswered_at_stop": max(0, stored - accepted),
         },
         "baseline": {"healthz_rps_fixed_conns": round(health["requests_per_s"], 1)},
         "ratio": round(ratio, 2),
@@ -398,7 +400,7 @@ def webhook_ingest(quick: bool) -> dict[str, Any]:
         "pass": p99 < 25
         and achieved >= 0.95 * rate
         and errors == 0
-        and accepted == stored
+        and stored >= accepted
         and ratio >= 0.5,
     }
 
