@@ -235,15 +235,21 @@ def stack(
     rate_per_org: float | None = None,
     close_concurrency: int = 4,
     extra_env: dict[str, str] | None = None,
+    embedded: bool = False,
 ) -> Iterator[Stack]:
+    """embedded: the zero-config default instead of PostgreSQL and Redis (a SQLite database
+    and kombu's SQLite broker under the stack's workdir, database locks), as `make run` has."""
     name = f"linksync_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    db_url = f"{base}/{name}"
-    redis_url = f"{REDIS_BASE}/13"
-    redis.Redis.from_url(redis_url).flushdb()
     workdir = Path(tempfile.mkdtemp(prefix="linksync-bench-"))
+    if embedded:
+        db_url, redis_url = f"sqlite:///{workdir / 'linksync.db'}", ""
+    else:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+        db_url = f"{base}/{name}"
+        redis_url = f"{REDIS_BASE}/13"
+        redis.Redis.from_url(redis_url).flushdb()
     sandbox_port, source_port = free_port(), free_port()
     source_file = workdir / "source.json"
     source_file.write_text('{"accounts": {}}')
@@ -252,7 +258,7 @@ def stack(
         "LINKSYNC_ENV": "test",
         "INSTANCE_PATH": str(workdir),
         "DATABASE_URL": db_url,
-        "REDIS_URL": redis_url,
+        **({"REDIS_URL": redis_url} if redis_url else {}),
         "SECRET_KEY": "bench",
         "TOKEN_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
         "API_KEYS": API_KEY,
@@ -269,6 +275,8 @@ def stack(
         **(extra_env or {}),
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    if not redis_url:
+        env.pop("REDIS_URL", None)
     settings = load_settings(**{k: v for k, v in env.items() if k in Settings.model_fields})
     migrate.upgrade(db_url)
     s = Stack(
@@ -317,6 +325,7 @@ def stack(
     finally:
         s.stop()
         s.db.dispose()
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        redis.Redis.from_url(redis_url).flushdb()
+        if not embedded:
+            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            redis.Redis.from_url(redis_url).flushdb()

@@ -1,9 +1,10 @@
 """POST /webhooks/source: signed event-type change notifications from the integrator.
 
 Order matters, cheapest and least trusting first: size and content type (before reading the
-body), the signature (before parsing JSON or touching the database), the body, the per-account
-flood limit, the connection, de-duplication by event id (insert, unique constraint), and only
-after the delivery row is committed a coalesced enqueue. Answers 202 at once; a worker syncs.
+body), the signature (before parsing JSON or touching the database), the body, the connection,
+the per-account flood limit (one Redis round trip with the "a sync is already pending" check),
+de-duplication by event id (insert, unique constraint), and only after the delivery row is
+committed a coalesced enqueue, skipped when a queued sync has not started yet. Answers 202 at once; a worker syncs.
 A rejected delivery enqueues nothing and stores nothing.
 """
 
@@ -23,7 +24,7 @@ from service.api.openapi import Parameter
 from service.api.routing import document, json_response, validation_failed
 from service.api.schemas import WebhookIn, WebhookOut
 from service.api.signatures import MAX_HEADER, SignatureError, verify
-from service.connections.queries import get_connection, member_connections
+from service.connections.queries import account_connections
 from service.errors import (
     Conflict,
     DomainError,
@@ -36,6 +37,7 @@ from service.errors import (
     ValidationFailed,
 )
 from service.infra import locks, metrics
+from service.infra.coordination import RedisCoordinator
 from service.infra.models import Trigger, WebhookDelivery
 from service.services import Services
 from service.sync.triggers import request_coalesced_sync, require_syncable
@@ -90,22 +92,28 @@ class FixedWindowCounter:
 _local_counter = FixedWindowCounter()
 
 
-def check_rate(svc: Services, account_id: str, now: float) -> None:
+def check_rate(svc: Services, account_id: str, now: float, pending_key: str) -> bool:
     """Raise RateLimited when this account sent more than WEBHOOK_RATE_LIMIT_PER_MINUTE
-    webhooks in the current minute."""
+    webhooks in the current minute; otherwise return whether a coalesced sync is already
+    waiting (the pending flag `pending_key`). With Redis both are one pipelined round trip, so
+    a burst for one account costs one Redis round trip per delivery and no broker publish."""
     window = int(now // WINDOW_SECONDS)
-    if svc.redis is not None:
+    pending = False
+    coordinator = svc.coordinator
+    if svc.redis is not None and isinstance(coordinator, RedisCoordinator):
         key = locks.webhook_rate_key(account_id, window)
         try:
-            pipe = svc.redis.pipeline()
+            pipe = svc.redis.pipeline(transaction=False)
             pipe.incr(key)
             pipe.expire(key, 2 * WINDOW_SECONDS)
-            count = int(pipe.execute()[0])
+            pipe.exists(coordinator.prefix + pending_key)
+            count, _, exists = pipe.execute()
+            count, pending = int(count), bool(exists)
         except Exception:
             # Fail open: the limit protects us from floods, it is not correctness; a Redis
             # outage surfaces anyway when the sync is enqueued.
             log.warning("webhook rate counter unavailable; not limiting", exc_info=True)
-            return
+            return False
     else:
         count = _local_counter.hit(account_id, window)
     if count > svc.settings.WEBHOOK_RATE_LIMIT_PER_MINUTE:
@@ -115,6 +123,7 @@ def check_rate(svc: Services, account_id: str, now: float) -> None:
             "this account; retry later",
             retry_after=retry_after,
         )
+    return pending
 
 
 def parse_event(raw: bytes) -> WebhookIn:
@@ -161,11 +170,14 @@ def ingest(svc: Services) -> Literal["accepted", "duplicate"]:
     except SignatureError as exc:
         raise Unauthorized(str(exc)) from None
     event = parse_event(raw)
-    check_rate(svc, event.account_id, now)
 
     session = db_session()
-    connection = get_connection(session, event.account_id)
+    connection, member_rows = account_connections(session, event.account_id)
     require_syncable(connection)
+    # The whole account resyncs: the admin connection (which also does the shared links) and
+    # every active member connection, each coalesced on its own.
+    members = [c.id for c in member_rows if c.syncable]
+    pending = check_rate(svc, event.account_id, now, locks.pending_flag(connection.id))
     session.add(
         WebhookDelivery(event_id=event.id, account_id=event.account_id, event_type=event.type)
     )
@@ -174,9 +186,10 @@ def ingest(svc: Services) -> Literal["accepted", "duplicate"]:
     except IntegrityError:  # this event id was delivered before
         session.rollback()
         return "duplicate"
-    # The whole account resyncs: the admin connection (which also does the shared links) and
-    # every active member connection, each coalesced on its own.
-    members = [c.id for c in member_connections(session, event.account_id) if c.syncable]
+    if pending and not members:
+        # A queued sync has not started yet: it reads the source when it starts, after this
+        # delivery was recorded, so it covers this change; no flag write, no broker publish.
+        return "accepted"
     try:
         for connection_id in [connection.id, *members]:
             request_coalesced_sync(svc, connection_id, Trigger.WEBHOOK)

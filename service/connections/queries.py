@@ -80,6 +80,19 @@ def member_invite(session: Session, account_id: str, member_id: str) -> dict[str
     }
 
 
+def account_connections(session: Session, account_id: str) -> tuple[Connection, list[Connection]]:
+    """The account's admin connection and its member connections, in one query (NotFound
+    without an admin connection)."""
+    rows = session.scalars(
+        select(Connection)
+        .where(Connection.account_id == account_id)
+        .order_by(Connection.member_id.is_not(None), Connection.member_id)
+    ).all()
+    if not rows or rows[0].member_id is not None:
+        raise NotFound(f"no connection for account {account_id!r}")
+    return rows[0], list(rows[1:])
+
+
 def member_connections(session: Session, account_id: str) -> Sequence[Connection]:
     """The account's member connections, by member id."""
     return session.scalars(

@@ -64,6 +64,8 @@ class Connection(Base):
     __tablename__ = "connections"
     __table_args__ = (
         UniqueConstraint("account_id", "member_id"),
+        # Connections by status (the dashboard and the gauges) as an index-only scan.
+        Index("ix_connections_status", "status"),
         # NULLs are distinct in a unique constraint: this index makes the admin one of a kind.
         Index(
             "uq_connections_admin_account_id",
@@ -130,7 +132,11 @@ class Connection(Base):
 
 class SyncedLink(Base):
     __tablename__ = "synced_links"
-    __table_args__ = (UniqueConstraint("connection_id", "source_id"),)
+    __table_args__ = (
+        UniqueConstraint("connection_id", "source_id"),
+        # Links by state (dashboard, gauges) and the console's recent errors.
+        Index("ix_synced_links_state_updated_at", "state", "updated_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     connection_id: Mapped[int] = mapped_column(
@@ -216,7 +222,13 @@ class SharedLinkMapping(Base):
 
 class SyncRun(Base):
     __tablename__ = "sync_runs"
-    __table_args__ = (Index("ix_sync_runs_connection_id_id", "connection_id", "id"),)
+    __table_args__ = (
+        Index("ix_sync_runs_connection_id_id", "connection_id", "id"),
+        # The dashboard's polling (every 2 s): running and queued runs, the oldest queued.
+        Index("ix_sync_runs_status_queued_at", "status", "queued_at"),
+        # ... and the runs of the last hour.
+        Index("ix_sync_runs_queued_at", "queued_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))

@@ -396,3 +396,46 @@ def test_members_changed_resyncs_every_connection_of_the_account(
     # A burst is coalesced per connection: nothing more while those wait to start.
     assert post(client, body_for(account, type="event_types.changed")).status_code == 202
     assert len(enqueued.calls) == 3
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_a_burst_while_a_sync_is_pending_costs_one_redis_round_trip_each(
+    pg_settings: Any, enqueued: RecordingEnqueue, redis_client: Any
+) -> None:
+    """The flood counter and the pending check are one pipeline; once a sync is queued, the
+    burst writes no flag and publishes nothing (seen with Redis MONITOR, commands of our db)."""
+    services = Services(pg_settings, enqueue=enqueued)
+    try:
+        client = create_app(services.settings, services=services).test_client()
+        account, cid = add_connection(services)
+        assert post(client, body_for(account)).status_code == 202  # sets the pending flag
+        db = redis_client.connection_pool.connection_kwargs.get("db", 0)
+        seen: list[str] = []
+        ready, stop = threading.Event(), threading.Event()
+
+        def watch() -> None:
+            with redis_client.monitor() as monitor:
+                ready.set()
+                for command in monitor.listen():
+                    if "STOP-MONITOR" in command["command"]:
+                        return
+                    if command.get("db") == db and "linksync:" in command["command"]:
+                        seen.append(command["command"])
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        assert ready.wait(5)
+        time.sleep(0.2)
+        for _ in range(10):
+            assert post(client, body_for(account)).status_code == 202
+        stop.set()
+        redis_client.echo("STOP-MONITOR")
+        watcher.join(5)
+        assert deliveries(services, account) == 11
+        assert enqueued.calls == [(cid, "webhook", None)]
+        # One pipeline of three commands per delivery, nothing else.
+        verbs = [c.split(" ")[0] for c in seen]
+        assert sorted(verbs) == ["EXISTS"] * 10 + ["EXPIRE"] * 10 + ["INCRBY"] * 10, seen
+    finally:
+        services.close()
