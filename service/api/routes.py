@@ -130,13 +130,13 @@ def list_links(account_id: str, query: LinksQuery) -> LinkPage:
     "/accounts/{account_id}/sync",
     summary="Queue a resync now; poll the run with GET /api/v1/sync-runs/{id}",
     responses={202: SyncQueued},
-    errors=(409,),
+    errors=(409, 503),
 )
 def trigger_sync(account_id: str) -> SyncQueued:
     session = db_session()
     connection = get_connection(session, account_id)
     run = request_sync(session, services(), connection, Trigger.MANUAL)
-    session.commit()  # the enqueue fires after this commit
+    session.commit()  # the request is durable now; the wake-up is sent after this commit
     return SyncQueued(run_id=run.id, status="queued")
 
 

@@ -2,9 +2,10 @@
 
 Order matters, cheapest and least trusting first: size and content type (before reading the
 body), the signature (before parsing JSON or touching the database), the body, the per-account
-flood limit, the connection, de-duplication by event id (insert, unique constraint), and only
-after the delivery row is committed a coalesced enqueue. Answers 202 at once; a worker syncs.
-A rejected delivery enqueues nothing and stores nothing.
+flood limit, the connection, de-duplication by event id (insert, unique constraint) committed
+with the durable sync request, and only then a coalesced wake-up of a worker (which never
+fails the delivery: a broker outage only delays the sync). Answers 202 at once; a worker
+syncs. A rejected delivery enqueues nothing and stores nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Literal
 
 from flask import Blueprint, Response, jsonify, request
 from pydantic import ValidationError
-from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
 from service.api.openapi import Parameter
@@ -38,7 +38,7 @@ from service.errors import (
 from service.infra import locks, metrics
 from service.infra.models import Trigger, WebhookDelivery
 from service.services import Services
-from service.sync.triggers import request_coalesced_sync, require_syncable
+from service.sync.triggers import mark_requested, require_syncable, wake_coalesced
 from service.web.context import db_session, services
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ OUTCOMES: dict[type[DomainError], str] = {
     TooManyRequests: "rate_limited",
     NotFound: "unknown_account",
     Conflict: "inactive",
-    UpstreamUnavailable: "enqueue_failed",
+    UpstreamUnavailable: "unavailable",
 }
 
 
@@ -169,21 +169,15 @@ def ingest(svc: Services) -> Literal["accepted", "duplicate"]:
     session.add(
         WebhookDelivery(event_id=event.id, account_id=event.account_id, event_type=event.type)
     )
+    # The delivery and the durable sync request commit together: once we answer 202 the sync
+    # is owed even if the broker is down right now (the scheduler re-sends the wake-up).
+    mark_requested(connection, Trigger.WEBHOOK)
     try:
         session.commit()
     except IntegrityError:  # this event id was delivered before
         session.rollback()
         return "duplicate"
-    try:
-        request_coalesced_sync(svc, connection.id, Trigger.WEBHOOK)
-    except Exception:
-        # Forget the delivery so the integrator's retry of this id is not taken for a duplicate.
-        log.exception("could not enqueue a webhook-triggered sync")
-        session.execute(delete(WebhookDelivery).where(WebhookDelivery.event_id == event.id))
-        session.commit()
-        raise UpstreamUnavailable(
-            "the resync could not be queued; deliver the event again"
-        ) from None
+    wake_coalesced(svc, connection.id, str(Trigger.WEBHOOK))
     return "accepted"
 
 

@@ -27,6 +27,12 @@ DISCONNECT_LOCK_WAIT = 15.0
 DIRTY_TTL_FACTOR = 4.0
 # A heartbeat extends a held lock this many times per TTL.
 HEARTBEATS_PER_TTL = 3
+# A run that crashed on the infrastructure puts its request back this far in the future, so
+# the scheduler tick re-sends it without a hot loop while the database or Redis recovers.
+RETRY_FAILED_RUN_AFTER = 5.0
+# The scheduler tick re-sends a wake-up for requests pending longer than this (the normal
+# after-commit wake-up had its chance; a younger request is probably being picked up).
+PENDING_REQUEST_GRACE = 5.0
 
 
 def sync_lock(connection_id: int) -> str:

@@ -24,7 +24,7 @@ from service.infra.models import (
     ConnectionStatus,
     Trigger,
 )
-from service.sync.triggers import request_sync
+from service.sync.triggers import request_coalesced_sync
 from service.web.context import db_session, services
 
 bp = Blueprint("web_views", __name__)
@@ -104,7 +104,8 @@ def sync_now(token: str) -> Any:
     connection = queries.find_connection(db, connect.account_id)
     if connection is None:
         raise Conflict("This account is not connected, so there is nothing to sync.")
-    request_sync(db, services(), connection, Trigger.MANUAL)
+    # Coalesced like webhooks: a burst of clicks records one request and wakes one sync.
+    request_coalesced_sync(db, services(), connection, Trigger.MANUAL)
     db.commit()
     session["notice"] = "Sync started."
     return redirect(url_for("web_views.connect_page", token=token), code=303)
