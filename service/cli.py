@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from service.jobs import WORKER_FLAGS
 from service.settings import Settings, SettingsError, load_settings
 
 
@@ -225,7 +226,7 @@ def worker(concurrency: int) -> None:
             "worker",
             "--loglevel=INFO",
             f"--concurrency={concurrency}",
-            "--pool=threads",
+            *WORKER_FLAGS,
         ],
     )
 

@@ -19,6 +19,7 @@ import click
 import requests
 
 from service.infra import migrate
+from service.jobs import WORKER_FLAGS
 from service.settings import Settings, load_settings
 
 SANDBOX_PORT = 8100
@@ -87,7 +88,7 @@ def run_dev(*, port: int, account: str) -> None:
             )
             _wait_http(f"{settings.SOURCE_URL}/_demo/stats")
         celery = ["-m", "celery", "-A", "workers.main"]
-        spawn(*celery, "worker", "--loglevel=INFO", "--concurrency=2", "--pool=threads")
+        spawn(*celery, "worker", "--loglevel=INFO", "--concurrency=2", *WORKER_FLAGS)
         spawn(
             *celery,
             "beat",

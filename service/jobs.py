@@ -63,6 +63,11 @@ def make_celery(settings: Settings, task_cls: str | None = None) -> Celery:
             # Notice a dead broker connection within seconds, not at the next TCP timeout.
             "health_check_interval": 10,
         }
+        # No remote control (pidbox): its auto-delete fanout channel fails to close while the
+        # broker is down, which aborts kombu's teardown and leaves the unacked task's channel
+        # with no connection ("'NoneType' object has no attribute 'hostname'", kombu #582):
+        # the worker then exits. Liveness comes from our own heartbeat key instead.
+        app.conf.worker_enable_remote_control = False
     return app
 
 
