@@ -3,6 +3,7 @@ redis-server (started here on its own port, so it can be stopped) and the test P
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 import uuid
@@ -60,6 +61,12 @@ def webhook(client: FlaskClient, account: str) -> Any:
             "X-LinkSync-Signature": f"t={t},v1={sign(WEBHOOK_SECRET, t, body)}",
         },
     )
+
+
+def response_task_id(logs: str) -> str:
+    marker = "linksync.sync_connection["
+    start = logs.index(marker) + len(marker)
+    return logs[start : logs.index("]", start)]
 
 
 def runs(svc: Services, cid: int) -> list[SyncRun]:
@@ -156,4 +163,55 @@ def test_worker_survives_a_broker_outage_while_a_sync_runs(
     time.sleep(3)
     assert worker.alive, worker.log_path.read_text()[-3000:]
     assert "Unrecoverable error" not in worker.log_path.read_text()
+    svc.close()
+
+
+def test_a_sync_longer_than_the_visibility_timeout_never_runs_twice_at_once(
+    make_settings: Callable[..., Settings],
+    pg_url: str,
+    private_redis: RedisServer,
+    start_worker: Callable[..., WorkerProcess],
+    sandbox: Any,
+    source: Any,
+) -> None:
+    """A 3 s visibility timeout and a ~20 s sync: a worker that starts meanwhile restores the
+    unacked task (older than the timeout) and runs it while the first worker still does; the
+    sync lock makes the copy wait (dirty flag + retry) instead of syncing beside the original."""
+    settings = make_settings(
+        DATABASE_URL=pg_url,
+        REDIS_URL=private_redis.url,
+        SYNC_LOCK_TTL_SECONDS=6,
+        BROKER_VISIBILITY_TIMEOUT_SECONDS=3,
+    )
+    svc = Services(settings, enqueue=celery_enqueue(settings))
+    client = create_app(settings, services=svc).test_client()
+    account = new_account()
+    items = [event_type(n, account) for n in range(1, 301)]
+    source.store.put_all(account, items)
+    cid = connect_directly(svc, sandbox, account)
+    sandbox.state.config.rate_limit_per_token = 1000.0
+    sandbox.state.set_faults(latency_ms=250)
+    workers = [start_worker(settings)]
+    response = client.post(
+        f"/api/v1/accounts/{account}/sync", headers={"Authorization": f"Bearer {API_KEY}"}
+    )
+    assert response.status_code == 202
+    wait_until(lambda: len(our_links(sandbox)) >= 10, timeout=30, interval=0.05)
+    time.sleep(4)  # the unacked task is now older than the visibility timeout
+    workers.append(start_worker(settings))
+    wait_until(lambda: len(our_links(sandbox)) == 300, timeout=120)
+    sandbox.state.set_faults()
+    wait_until(lambda: all(r.status not in ("queued", "running") for r in runs(svc, cid)), 60)
+    logs = "".join(w.log_path.read_text() for w in workers)
+    task_id = response_task_id(logs)
+    assert logs.count(f"linksync.sync_connection[{task_id}] received") >= 2, (
+        "the task was never redelivered: this test proves nothing"
+    )
+    executed = sorted(
+        (r.started_at, r.finished_at) for r in runs(svc, cid) if r.started_at is not None
+    )
+    for (_, first_end), (second_start, _) in itertools.pairwise(executed):
+        assert first_end is not None and first_end <= second_start, executed
+    assert len(sandbox.state.links(user_id="user_jane")) == 300  # nothing written twice
+    assert all(w.alive for w in workers)
     svc.close()
