@@ -8,9 +8,10 @@ import time
 
 from flask import Flask, Response, g, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from service.errors import DomainError
+from service.errors import DatabaseUnavailable, DomainError
 from service.infra import logs
 from service.jobs import Enqueue, celery_enqueue
 from service.services import Services
@@ -101,6 +102,15 @@ def create_app(
     def _domain_error(exc: DomainError) -> Response:
         return error_response(exc.status, exc.code, exc.message, field=exc.field)
 
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(DisconnectionError)
+    def _database_unavailable(exc: Exception) -> Response:
+        # The database went away (restart, failover, terminated backends): a 503 the client
+        # may retry, not a 500. The pool (pool_pre_ping) reconnects on the next request.
+        log.warning("database unavailable", extra={"error": type(exc).__name__})
+        error = DatabaseUnavailable("The database is unavailable right now; retry shortly.")
+        return _retry_later(_domain_error(error))
+
     @app.errorhandler(CSRFError)
     def _csrf_error(exc: CSRFError) -> Response:
         return error_response(
@@ -119,6 +129,11 @@ def create_app(
         return error_response(500, "internal_error", "Something went wrong on our side.")
 
     return app
+
+
+def _retry_later(response: Response) -> Response:
+    response.headers["Retry-After"] = "5"
+    return response
 
 
 def _origin(url: str) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from service.jobs import WORKER_FLAGS
 from service.settings import Settings, load_settings_or_exit
 
 # Exit codes: 0 done, 1 the command failed, 2 bad usage or a bad setting, 3 a partial sync.
@@ -360,7 +361,7 @@ def worker(concurrency: int) -> None:
             "worker",
             "--loglevel=INFO",
             f"--concurrency={concurrency}",
-            "--pool=threads",
+            *WORKER_FLAGS,
         ],
     )
 

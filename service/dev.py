@@ -30,6 +30,7 @@ import click
 import requests
 
 from service.infra import migrate
+from service.jobs import WORKER_FLAGS
 from service.settings import Settings, load_settings_or_exit
 from service.web.admin.auth import hash_password, verify_password
 
@@ -238,7 +239,7 @@ def _run_children(
             _wait_http(child, f"{settings.SOURCE_URL}/_demo/stats")
         celery = ["-m", "celery", "-A", "workers.main"]
         worker = spawn(
-            "worker", *celery, "worker", "--loglevel=INFO", "--concurrency=2", "--pool=threads"
+            "worker", *celery, "worker", "--loglevel=INFO", "--concurrency=2", *WORKER_FLAGS
         )
         beat = spawn(
             "beat",

@@ -7,12 +7,26 @@ from email.utils import parsedate_to_datetime
 import requests
 from sqlalchemy import text
 
-from service.infra import migrate
+from service.infra import heartbeats, migrate
 from service.infra.db import Database, utcnow
-from service.settings import SettingsError, load_settings
+from service.settings import Settings, SettingsError, load_settings
 
 Check = tuple[str, bool, str]
 MAX_SKEW_SECONDS = 30.0
+
+
+def _workers(settings: Settings) -> Check:
+    """FAIL when no worker has sent a heartbeat recently: accepted syncs would wait."""
+    from service.services import Services
+
+    svc = Services(settings)
+    try:
+        found = heartbeats.status(svc.coordinator)
+        return ("workers", found.ok, found.describe())
+    except Exception as exc:
+        return ("workers", False, f"heartbeats unreadable: {type(exc).__name__}")
+    finally:
+        svc.close()
 
 
 def run_checks() -> list[Check]:
@@ -47,6 +61,7 @@ def run_checks() -> list[Check]:
         results.append(("database", False, f"unreachable: {type(exc).__name__}: {exc}"[:200]))
     finally:
         db.dispose()
+    results.append(_workers(settings))
     if settings.REDIS_URL:
         import redis
 

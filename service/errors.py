@@ -56,3 +56,9 @@ class TooManyRequests(DomainError):
 class UpstreamUnavailable(DomainError):
     status = 503
     code = "upstream_unavailable"
+
+
+class DatabaseUnavailable(UpstreamUnavailable):
+    """The database is unreachable (restarting, connections terminated): retry shortly."""
+
+    code = "database_unavailable"

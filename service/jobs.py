@@ -69,6 +69,10 @@ def make_celery(settings: Settings, task_cls: str | None = None) -> Celery:
         task_time_limit=3600,
         task_soft_time_limit=3300,
         broker_connection_retry_on_startup=True,
+        # Keep reconnecting through a broker outage of any length (the default gives up after
+        # 100 attempts and the worker exits).
+        broker_connection_retry=True,
+        broker_connection_max_retries=None,
         worker_hijack_root_logger=False,
         timezone="UTC",
         task_queues=(
@@ -78,9 +82,38 @@ def make_celery(settings: Settings, task_cls: str | None = None) -> Celery:
         task_routes={TASK_DELIVER_EVENTS: {"queue": EVENTS_QUEUE}},
     )
     if settings.REDIS_URL:
-        # A task whose worker died is redelivered after this many seconds.
-        app.conf.broker_transport_options = {"visibility_timeout": 300}
+        # A task whose worker died is redelivered after the visibility timeout; it must exceed
+        # the longest task and every countdown (see service.infra.locks), or a task still
+        # running, or still waiting for its ETA, is delivered again.
+        app.conf.broker_transport_options = {
+            "visibility_timeout": settings.BROKER_VISIBILITY_TIMEOUT_SECONDS,
+            # Notice a dead broker connection within seconds, not at the next TCP timeout.
+            "health_check_interval": 10,
+        }
+        # No remote control (pidbox): its auto-delete fanout channel fails to close while the
+        # broker is down, which aborts kombu's teardown and leaves the unacked task's channel
+        # with no connection ("'NoneType' object has no attribute 'hostname'", kombu #582):
+        # the worker then exits. Liveness comes from our own heartbeat key instead.
+        app.conf.worker_enable_remote_control = False
     return app
+
+
+# celery worker flags every worker spawner uses: gossip, mingle and the event heartbeat are
+# not needed (we coordinate through locks), and gossip's fanout channel is what aborts kombu's
+# connection teardown during a broker outage ("'NoneType' object has no attribute
+# 'hostname'", kombu #582): without it the worker reconnects instead of exiting.
+WORKER_FLAGS = ("--pool=threads", "--without-gossip", "--without-mingle", "--without-heartbeat")
+
+
+def clamp_countdown(celery: Celery, countdown: float | None) -> float | None:
+    """A countdown (an ETA) beyond the Redis visibility timeout is redelivered again and
+    again while it waits: keep every countdown below half of it."""
+    if countdown is None:
+        return None
+    visibility = (celery.conf.broker_transport_options or {}).get("visibility_timeout")
+    if visibility is None:
+        return countdown
+    return max(0.0, min(countdown, float(visibility) / 2))
 
 
 def send_sync(
@@ -98,7 +131,7 @@ def send_sync(
         TASK_SYNC,
         args=[connection_id, trigger, run_id],
         kwargs={"reconcile": reconcile, "skip_if_running": skip_if_running},
-        countdown=countdown,
+        countdown=clamp_countdown(celery, countdown),
     )
 
 

@@ -104,6 +104,12 @@ class Settings(BaseSettings):
     TOKEN_REFRESH_MARGIN_SECONDS: int = Field(default=120, ge=0, le=3600)
     WEBHOOK_MAX_BODY_BYTES: int = Field(default=64 * 1024, ge=1024)
     WEBHOOK_RATE_LIMIT_PER_MINUTE: int = Field(default=600, ge=1)
+    # Redis transport: an unacknowledged task is redelivered after this long. Keep it above
+    # the longest task (task_time_limit, 3600 s); countdowns are clamped below it.
+    BROKER_VISIBILITY_TIMEOUT_SECONDS: int = Field(default=3600, ge=1, le=7 * 86400)
+    # /readyz answers 503 when no worker has reported a heartbeat recently (off: a web process
+    # stays ready without workers; the check is still reported).
+    READYZ_REQUIRE_WORKER: bool = False
 
     # Events to the integrator (product.md "Events to the integrator"); without a URL,
     # events are only kept for the feed.

@@ -24,6 +24,7 @@ import redis as redis_lib
 from cryptography.fernet import Fernet
 
 from service.infra import migrate
+from service.jobs import WORKER_FLAGS
 from service.services import Services
 from service.settings import Settings, load_settings
 
@@ -244,12 +245,18 @@ class WorkerProcess:
         log_path: Path,
         concurrency: int = 2,
         wrapper: list[str] | None = None,
+        beat: bool = False,
     ) -> None:
         self.settings = settings
         self.log_path = log_path
         self.concurrency = concurrency
         self.wrapper = wrapper or []  # e.g. ["faketime", "-f", "+120s"]
+        self.beat = beat  # embed celery beat (-B): the scheduler tick runs in this process
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def start(self) -> WorkerProcess:
         log = self.log_path.open("ab")
@@ -263,12 +270,14 @@ class WorkerProcess:
                 "worker",
                 "--loglevel=INFO",
                 f"--concurrency={self.concurrency}",
-                "--pool=threads",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
+                *WORKER_FLAGS,
                 "-n",
                 f"test-{uuid.uuid4().hex[:6]}@%h",
+                *(
+                    ["-B", "--schedule", str(self.log_path.with_suffix(".beat"))]
+                    if self.beat
+                    else []
+                ),
             ],
             cwd=ROOT,
             env=settings_env(self.settings),
@@ -308,10 +317,13 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     workers: list[WorkerProcess] = []
 
     def start(
-        settings: Settings, concurrency: int = 2, wrapper: list[str] | None = None
+        settings: Settings,
+        concurrency: int = 2,
+        wrapper: list[str] | None = None,
+        beat: bool = False,
     ) -> WorkerProcess:
         worker = WorkerProcess(
-            settings, tmp_path / f"worker-{len(workers)}.log", concurrency, wrapper
+            settings, tmp_path / f"worker-{len(workers)}.log", concurrency, wrapper, beat
         )
         workers.append(worker)
         return worker.start()

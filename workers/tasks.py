@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 from typing import ClassVar
 
+import redis
 from celery import Celery, Task
+from sqlalchemy.exc import DisconnectionError, OperationalError
 
 from service.connections.housekeeping import clean_up
 from service.events.delivery import deliver_due
@@ -21,16 +23,21 @@ from service.jobs import (
     TASK_DELIVER_EVENTS,
     TASK_SYNC,
     TASK_TICK,
+    clamp_countdown,
     send_deliver_events,
     send_sync,
 )
 from service.services import Services
 from service.sync.runner import SyncBusy, is_dirty, mark_coalesced, run_sync
-from service.sync.scheduler import due_connections
+from service.sync.scheduler import due_connections, pending_requests
 
 log = logging.getLogger(__name__)
 
 BUSY_RETRIES = 20
+# The database or Redis went away during the task: retry after this long (the run that
+# crashed was marked failed, or will be by the next lock holder, and its request restored).
+OUTAGE_RETRY_SECONDS = 5.0
+OUTAGES = (OperationalError, DisconnectionError, redis.ConnectionError, redis.TimeoutError)
 
 
 class ServiceTask(Task):
@@ -56,12 +63,13 @@ def sync_connection(
     run_id: int | None = None,
     reconcile: bool = False,
     skip_if_running: bool = False,
+    follow_up: bool = False,
 ) -> None:
     svc = task.services
     logs.bind(task_id=task.request.id, connection_id=connection_id, trigger=trigger)
-    if task.request.retries and not is_dirty(svc, connection_id):
-        return  # the lock holder already ran the follow-up this retry was waiting for
     try:
+        if follow_up and not is_dirty(svc, connection_id):
+            return  # the lock holder already ran the follow-up this retry was waiting for
         run_sync(
             svc,
             connection_id,
@@ -77,13 +85,34 @@ def sync_connection(
             mark_coalesced(svc, run_id, "merged into the run already in progress")
         # The holder will run once more for us; if it dies first, this retry does it.
         raise task.retry(
-            countdown=busy_retry_countdown(svc.settings), args=[connection_id, trigger, None]
+            countdown=clamp_countdown(task.app, busy_retry_countdown(svc.settings)),
+            args=[connection_id, trigger, None],
+            kwargs={"reconcile": reconcile, "follow_up": True},
+        ) from None
+    except OUTAGES as exc:
+        log.warning("sync interrupted by an outage; retrying", extra={"error": type(exc).__name__})
+        raise task.retry(
+            countdown=clamp_countdown(task.app, OUTAGE_RETRY_SECONDS),
+            args=[connection_id, trigger, None],
+            kwargs={"reconcile": reconcile, "skip_if_running": skip_if_running},
         ) from None
     finally:
         logs.clear()
 
 
 def schedule_due_syncs(task: ServiceTask) -> int:
+    # Requests whose wake-up was lost first: they were promised (202) and are already late.
+    pending = pending_requests(task.services)
+    for request in pending:
+        send_sync(
+            task.app,
+            request.connection_id,
+            request.trigger,
+            reconcile=request.reconcile,
+            skip_if_running=True,  # a run that holds the lock runs once more for it
+        )
+    if pending:
+        log.info("re-sent pending sync requests", extra={"count": len(pending)})
     due = due_connections(task.services)
     for item in due:
         send_sync(

@@ -186,14 +186,14 @@ def list_links(account_id: str, query: LinksQuery) -> LinkPage:
     body=SyncIn,
     body_required=False,
     responses={202: SyncQueued},
-    errors=(409,),
+    errors=(409, 503),
 )
 def trigger_sync(account_id: str, body: SyncIn | None) -> SyncQueued:
     session = db_session()
     connection = get_connection(session, account_id)
     trigger = Trigger.RECONCILE if body is not None and body.reconcile else Trigger.MANUAL
     run = request_sync(session, services(), connection, trigger)
-    session.commit()  # the enqueue fires after this commit
+    session.commit()  # the request is durable now; the wake-up is sent after this commit
     return SyncQueued(run_id=run.id, status="queued")
 
 

@@ -3,9 +3,11 @@
 Order matters, cheapest and least trusting first: size and content type (before reading the
 body), the signature (before parsing JSON or touching the database), the body, the connection,
 the per-account flood limit (one Redis round trip with the "a sync is already pending" check),
-de-duplication by event id (insert, unique constraint), and only after the delivery row is
-committed a coalesced enqueue, skipped when a queued sync has not started yet. Answers 202 at once; a worker syncs.
-A rejected delivery enqueues nothing and stores nothing.
+de-duplication by event id (insert, unique constraint) committed with the durable sync request
+of every connection of the account, and only then a coalesced wake-up of a worker (skipped when
+a queued sync has not started yet; it never fails the delivery: a broker outage only delays
+the sync). Answers 202 at once; a worker syncs. A rejected delivery enqueues nothing and
+stores nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from typing import Literal
 
 from flask import Blueprint, Response, jsonify, request
 from pydantic import ValidationError
-from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
 from service.api.openapi import Parameter
@@ -40,7 +41,7 @@ from service.infra import locks, metrics
 from service.infra.coordination import RedisCoordinator
 from service.infra.models import Trigger, WebhookDelivery
 from service.services import Services
-from service.sync.triggers import request_coalesced_sync, require_syncable
+from service.sync.triggers import mark_requested, require_syncable, wake_coalesced
 from service.web.context import db_session, services
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ OUTCOMES: dict[type[DomainError], str] = {
     TooManyRequests: "rate_limited",
     NotFound: "unknown_account",
     Conflict: "inactive",
-    UpstreamUnavailable: "enqueue_failed",
+    UpstreamUnavailable: "unavailable",
 }
 
 
@@ -176,11 +177,15 @@ def ingest(svc: Services) -> Literal["accepted", "duplicate"]:
     require_syncable(connection)
     # The whole account resyncs: the admin connection (which also does the shared links) and
     # every active member connection, each coalesced on its own.
-    members = [c.id for c in member_rows if c.syncable]
+    members = [c for c in member_rows if c.syncable]
     pending = check_rate(svc, event.account_id, now, locks.pending_flag(connection.id))
     session.add(
         WebhookDelivery(event_id=event.id, account_id=event.account_id, event_type=event.type)
     )
+    # The delivery and the durable sync request commit together: once we answer 202 the sync
+    # is owed even if the broker is down right now (the scheduler re-sends the wake-up).
+    for owed in (connection, *members):
+        mark_requested(owed, Trigger.WEBHOOK)
     try:
         session.commit()
     except IntegrityError:  # this event id was delivered before
@@ -190,17 +195,8 @@ def ingest(svc: Services) -> Literal["accepted", "duplicate"]:
         # A queued sync has not started yet: it reads the source when it starts, after this
         # delivery was recorded, so it covers this change; no flag write, no broker publish.
         return "accepted"
-    try:
-        for connection_id in [connection.id, *members]:
-            request_coalesced_sync(svc, connection_id, Trigger.WEBHOOK)
-    except Exception:
-        # Forget the delivery so the integrator's retry of this id is not taken for a duplicate.
-        log.exception("could not enqueue a webhook-triggered sync")
-        session.execute(delete(WebhookDelivery).where(WebhookDelivery.event_id == event.id))
-        session.commit()
-        raise UpstreamUnavailable(
-            "the resync could not be queued; deliver the event again"
-        ) from None
+    for connection_id in [connection.id, *(m.id for m in members)]:
+        wake_coalesced(svc, connection_id, str(Trigger.WEBHOOK))
     return "accepted"
 
 

@@ -45,6 +45,15 @@ class Coordinator(Protocol):
 
     def has_flag(self, key: str) -> bool: ...
 
+    def held(self, keys: list[str]) -> set[str]:
+        """Which of these keys (locks or flags) are set now: one round trip for all."""
+
+    def touch(self, key: str, value: str, ttl: float) -> None:
+        """Set `key` to `value` whatever it was (a heartbeat), expiring after `ttl`."""
+
+    def scan(self, prefix: str) -> dict[str, str]:
+        """Every live key starting with `prefix`, with its value."""
+
 
 class RedisCoordinator:
     _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
@@ -79,6 +88,28 @@ class RedisCoordinator:
 
     def has_flag(self, key: str) -> bool:
         return bool(self.redis.exists(self.prefix + key))
+
+    def held(self, keys: list[str]) -> set[str]:
+        if not keys:
+            return set()
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.exists(self.prefix + key)
+        return {key for key, found in zip(keys, pipe.execute(), strict=True) if found}
+
+    def touch(self, key: str, value: str, ttl: float) -> None:
+        self.redis.set(self.prefix + key, value, px=int(ttl * 1000))
+
+    def scan(self, prefix: str) -> dict[str, str]:
+        names = list(self.redis.scan_iter(match=self.prefix + prefix + "*", count=500))
+        if not names:
+            return {}
+        values = self.redis.mget(names)
+        return {
+            name.decode()[len(self.prefix) :]: value.decode()
+            for name, value in zip(names, values, strict=True)  # type: ignore[arg-type]
+            if value is not None
+        }
 
 
 class SqlCoordinator:
@@ -138,6 +169,39 @@ class SqlCoordinator:
                 select(CoordinationKey.expires_at).where(CoordinationKey.key == key)
             )
             return found is not None and found > utcnow()
+
+    def held(self, keys: list[str]) -> set[str]:
+        if not keys:
+            return set()
+        with self.db.session() as session:
+            return set(
+                session.scalars(
+                    select(CoordinationKey.key).where(
+                        CoordinationKey.key.in_(keys), CoordinationKey.expires_at > utcnow()
+                    )
+                )
+            )
+
+    def touch(self, key: str, value: str, ttl: float) -> None:
+        expires = utcnow() + timedelta(seconds=ttl)
+        with self.db.session() as session:
+            done = session.execute(
+                update(CoordinationKey)
+                .where(CoordinationKey.key == key)
+                .values(value=value, expires_at=expires)
+            )
+            if not done.rowcount:  # type: ignore[attr-defined]
+                session.add(CoordinationKey(key=key, value=value, expires_at=expires))
+
+    def scan(self, prefix: str) -> dict[str, str]:
+        with self.db.session() as session:
+            rows = session.execute(
+                select(CoordinationKey.key, CoordinationKey.value).where(
+                    CoordinationKey.key.startswith(prefix, autoescape=True),
+                    CoordinationKey.expires_at > utcnow(),
+                )
+            )
+            return {row.key: row.value for row in rows}
 
 
 class Heartbeat:

@@ -13,6 +13,16 @@ relative to the one setting that drives them (SYNC_LOCK_TTL_SECONDS).
     events:deliver           one event deliverer at a time (sync lock TTL, heartbeat)
     events:dirty             events were written while the deliverer ran: go round again
     events:wake-scheduled    a delayed wake-up of the deliverer is already queued
+    worker-heartbeat:{host}  a worker's last heartbeat (unix time), every WORKER_HEARTBEAT_EVERY;
+                             with Redis the key is linksync:worker-heartbeat:<hostname>
+
+Broker visibility timeout (Redis transport, BROKER_VISIBILITY_TIMEOUT_SECONDS, default 3600):
+an unacknowledged task (acks_late) is handed to another worker once it is older than this,
+even while the first one still runs it, and a task waiting for a countdown/ETA is redelivered
+every time it passes. So: the timeout stays above the longest task (task_time_limit, 3600 s),
+every countdown is clamped below half of it (service.jobs.clamp_countdown, including the busy
+retry below), and a redelivered sync cannot run beside the original: the sync lock makes the
+copy find the lock held, flag the holder dirty and retry, so the holder runs once more instead.
 """
 
 from __future__ import annotations
@@ -30,6 +40,25 @@ DISCONNECT_LOCK_WAIT = 15.0
 DIRTY_TTL_FACTOR = 4.0
 # A heartbeat extends a held lock this many times per TTL.
 HEARTBEATS_PER_TTL = 3
+# A run that crashed on the infrastructure puts its request back this far in the future, so
+# the scheduler tick re-sends it without a hot loop while the database or Redis recovers.
+RETRY_FAILED_RUN_AFTER = 5.0
+# The scheduler tick re-sends a wake-up for requests pending longer than this (the normal
+# after-commit wake-up had its chance; a younger request is probably being picked up).
+PENDING_REQUEST_GRACE = 5.0
+
+
+# Workers refresh their heartbeat this often; /readyz and doctor call a worker alive when its
+# heartbeat is younger than WORKER_HEARTBEAT_STALE. The key itself lives a day, so "no worker
+# has reported in X s" can say how long it has been.
+WORKER_HEARTBEAT_EVERY = 10.0
+WORKER_HEARTBEAT_STALE = 30.0
+WORKER_HEARTBEAT_TTL = 86400.0
+WORKER_HEARTBEAT_PREFIX = "worker-heartbeat:"
+
+
+def worker_heartbeat(hostname: str) -> str:
+    return f"{WORKER_HEARTBEAT_PREFIX}{hostname}"
 
 
 def sync_lock(connection_id: int) -> str:

@@ -32,6 +32,11 @@ CLOSE_WAIT_SECONDS = Counter(
 TOKEN_REFRESHES = Counter(
     "linksync_token_refreshes_total", "Access-token refreshes, by outcome", ["outcome"]
 )
+ENQUEUE_FAILURES = Counter(
+    "linksync_enqueue_failures_total",
+    "Sync wake-ups the broker refused (the request is durable; the scheduler re-sends it)",
+    ["trigger"],
+)
 WEBHOOKS = Counter("linksync_webhook_deliveries_total", "Inbound webhooks, by outcome", ["outcome"])
 SOURCE_CALLS = Counter(
     "linksync_source_calls_total", "Calls to the integrator's source API", ["status"]

@@ -107,6 +107,14 @@ class Connection(Base):
     last_sync_at: Mapped[datetime | None] = mapped_column(TZDateTime)
     last_sync_status: Mapped[RunStatus | None] = mapped_column(StrEnumType(RunStatus, 32))
     last_sync_run_id: Mapped[int | None] = mapped_column(Integer)
+    # A durable "this connection needs a sync": set in the same transaction that answers 202,
+    # cleared (compare-and-clear on the timestamp) when a run starts reading the source. The
+    # broker message is only a wake-up; the scheduler tick re-sends what a lost one missed.
+    sync_requested_at: Mapped[datetime | None] = mapped_column(TZDateTime, index=True)
+    sync_requested_trigger: Mapped[str | None] = mapped_column(String(32))
+    sync_requested_reconcile: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default="0"
+    )
 
     connected_at: Mapped[datetime | None] = mapped_column(TZDateTime)
     disconnected_at: Mapped[datetime | None] = mapped_column(TZDateTime)

@@ -3,6 +3,12 @@
 A per-connection lock (TTL + heartbeat) makes runs exclusive. A trigger that arrives while a
 run holds the lock sets a "dirty" flag; the holder sees it when it finishes and runs exactly
 once more, so the change that arrived mid-run is never lost and a burst never stacks up runs.
+
+The durable request (`connections.sync_requested_at`, see service.sync.triggers) is the
+source of truth behind both: a run claims it just before reading the source (compare-and-clear
+on the timestamp, so a newer request survives), the holder runs once more while one is still
+pending, and a run that crashes on the infrastructure (database or Redis gone mid-run) puts
+its request back, slightly in the future, so the scheduler tick re-sends it.
 """
 
 from __future__ import annotations
@@ -10,13 +16,15 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from service.infra import locks
 from service.infra.coordination import Heartbeat
 from service.infra.db import utcnow
-from service.infra.models import RunStatus, SyncRun
+from service.infra.models import Connection, RunStatus, SyncRun
 from service.services import Services
 from service.sync.engine import engine_for
 
@@ -27,12 +35,90 @@ class SyncBusy(Exception):
     """Another worker holds this connection's sync lock; the dirty flag has been set."""
 
 
-def _new_run(svc: Services, connection_id: int, trigger: str) -> int:
+@dataclass(frozen=True)
+class Claim:
+    run_id: int
+    requested_at: datetime | None  # the request this run satisfies (None: none was pending)
+    reconcile: bool
+
+
+def claim_run(svc: Services, connection_id: int, trigger: str, run_id: int | None) -> Claim | None:
+    """Pick the run row to execute and clear the pending request it satisfies, in one
+    transaction, just before the source is read.
+
+    The run is the task's own when still queued, else the oldest queued run of this
+    connection (an API request whose wake-up was lost), else a new one; the other queued runs
+    are merged into it. None when the task's run was already executed by another task and
+    nothing is pending any more: the work is done."""
     with svc.db.session() as session:
-        run = SyncRun(connection_id=connection_id, trigger=trigger, status=RunStatus.QUEUED)
-        session.add(run)
-        session.flush()
-        return run.id
+        pending = session.execute(
+            select(Connection.sync_requested_at, Connection.sync_requested_reconcile).where(
+                Connection.id == connection_id
+            )
+        ).first()
+        requested_at = pending.sync_requested_at if pending else None
+        queued = list(
+            session.scalars(
+                select(SyncRun)
+                .where(SyncRun.connection_id == connection_id, SyncRun.status == RunStatus.QUEUED)
+                .order_by(SyncRun.id)
+            )
+        )
+        own = next((r for r in queued if r.id == run_id), None)
+        if run_id is not None and own is None and requested_at is None:
+            return None
+        run = own or (queued[0] if queued else None)
+        if run is None:
+            run = SyncRun(connection_id=connection_id, trigger=trigger, status=RunStatus.QUEUED)
+            session.add(run)
+            session.flush()
+        for other in queued:
+            if other is not run:
+                other.status = RunStatus.COALESCED
+                other.finished_at = utcnow()
+                other.error = f"merged into run {run.id}"
+        if requested_at is not None:
+            session.execute(
+                update(Connection)
+                .where(
+                    Connection.id == connection_id,
+                    Connection.sync_requested_at == requested_at,
+                )
+                .values(
+                    sync_requested_at=None,
+                    sync_requested_trigger=None,
+                    sync_requested_reconcile=False,
+                )
+            )
+        return Claim(run.id, requested_at, bool(pending and pending.sync_requested_reconcile))
+
+
+def request_pending(svc: Services, connection_id: int) -> bool:
+    """Whether a request arrived after the last claim (its run still owes one more)."""
+    with svc.db.session() as session:
+        at = session.scalar(
+            select(Connection.sync_requested_at).where(Connection.id == connection_id)
+        )
+    return at is not None and at <= utcnow()
+
+
+def restore_request(svc: Services, connection_id: int, trigger: str, claim: Claim | None) -> None:
+    """A run crashed on the infrastructure: put its request back, RETRY_FAILED_RUN_AFTER in
+    the future, so the scheduler tick re-sends it (a newer request is kept as it is).
+    Best effort: the database may still be away; the task's retry is the other path."""
+    if claim is None or claim.requested_at is None:
+        return
+    retry_at = utcnow() + timedelta(seconds=locks.RETRY_FAILED_RUN_AFTER)
+    with contextlib.suppress(Exception), svc.db.session() as session:
+        session.execute(
+            update(Connection)
+            .where(Connection.id == connection_id, Connection.sync_requested_at.is_(None))
+            .values(
+                sync_requested_at=retry_at,
+                sync_requested_trigger=trigger,
+                sync_requested_reconcile=claim.reconcile,
+            )
+        )
 
 
 def abandon_stale_runs(svc: Services, connection_id: int) -> None:
@@ -93,13 +179,25 @@ def run_sync(
                     # Anything that arrives from here on must cause one more run.
                     coordinator.pop_flag(locks.pending_flag(connection_id))
                     coordinator.pop_flag(locks.dirty_flag(connection_id))
-                    current = (
-                        run_id if run_id is not None else _new_run(svc, connection_id, trigger)
-                    )
-                    engine.run(connection_id, current, reconcile=reconcile)
-                    executed.append(current)
+                    claim = claim_run(svc, connection_id, trigger, run_id)
+                    if claim is None:
+                        log.info("the work of this task was done by another run")
+                        return executed
+                    try:
+                        run = engine.run(
+                            connection_id, claim.run_id, reconcile=reconcile or claim.reconcile
+                        )
+                    except Exception:
+                        restore_request(svc, connection_id, trigger, claim)
+                        raise
+                    if run.status == RunStatus.FAILED and (run.error or "").startswith(
+                        "internal error"
+                    ):
+                        restore_request(svc, connection_id, trigger, claim)
+                    executed.append(claim.run_id)
                     run_id, reconcile = None, False
-                    if not coordinator.pop_flag(locks.dirty_flag(connection_id)):
+                    dirty = coordinator.pop_flag(locks.dirty_flag(connection_id))
+                    if not dirty and not request_pending(svc, connection_id):
                         break
                     log.info("changes arrived during the run; running once more")
         finally:

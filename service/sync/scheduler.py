@@ -1,6 +1,7 @@
 """The periodic tick: find connections due for a sync and spread them over the tick.
 
-Per tick: one SELECT of the due rows (indexed on next_sync_at, bounded batch) and one
+Per tick: one SELECT of the connections whose durable sync request is still pending (a lost
+wake-up: see service.sync.triggers) and one SELECT of the due rows (indexed on next_sync_at, bounded batch) and one
 executemany UPDATE moving each to its next slot, whatever the number of connections. Each
 connection keeps its own phase within the interval (next = its previous slot + interval), so
 connections created together spread out, and a backlog after downtime is fanned out across the
@@ -15,6 +16,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
 
+from service.infra import locks
 from service.infra.db import utcnow
 from service.infra.models import Connection, ConnectionStatus
 from service.services import Services
@@ -27,6 +29,44 @@ class Due:
     connection_id: int
     countdown: float  # seconds from now
     reconcile: bool
+
+
+@dataclass(frozen=True)
+class Pending:
+    connection_id: int
+    trigger: str
+    reconcile: bool
+
+
+def pending_requests(svc: Services, now: datetime | None = None) -> list[Pending]:
+    """Connections with a durable sync request older than PENDING_REQUEST_GRACE and no run
+    holding their lock: their wake-up was lost (broker down, Redis restarted, a run crashed).
+    One indexed SELECT (ix_connections_sync_requested_at) and one lock lookup for the batch.
+    """
+    now = now or utcnow()
+    cutoff = now - timedelta(seconds=locks.PENDING_REQUEST_GRACE)
+    with svc.db.session() as session:
+        rows = session.execute(
+            select(
+                Connection.id,
+                Connection.sync_requested_trigger,
+                Connection.sync_requested_reconcile,
+            )
+            .where(
+                Connection.sync_requested_at < cutoff,
+                Connection.status == ConnectionStatus.ACTIVE,
+            )
+            .order_by(Connection.sync_requested_at)
+            .limit(BATCH)
+        ).all()
+    if not rows:
+        return []
+    running = svc.coordinator.held([locks.sync_lock(row.id) for row in rows])
+    return [
+        Pending(row.id, row.sync_requested_trigger or "manual", row.sync_requested_reconcile)
+        for row in rows
+        if locks.sync_lock(row.id) not in running
+    ]
 
 
 def due_connections(svc: Services, now: datetime | None = None) -> list[Due]:

@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from sqlalchemy import text
 
 from service.connections.queries import fleet_counts
-from service.infra import metrics
+from service.infra import heartbeats, metrics
 from service.infra.models import ConnectionStatus, LinkState
 from service.services import Services
 from service.web.context import services
@@ -40,10 +40,21 @@ def readyz() -> tuple[Response, int]:
             checks["broker"] = f"unreachable: {type(exc).__name__}"
     else:
         checks["broker"] = "ok (embedded: database-backed)"
-    ready = all(value.startswith("ok") for value in checks.values())
+    # Workers are reported always, but only block readiness when asked to: a web process can
+    # accept requests (they are durable) while workers restart.
+    try:
+        checks["workers"] = heartbeats.status(svc.coordinator).describe()
+    except Exception as exc:
+        checks["workers"] = f"unknown: {type(exc).__name__}"
+    blocking = {
+        k: v for k, v in checks.items() if k != "workers" or svc.settings.READYZ_REQUIRE_WORKER
+    }
+    ready = all(value.startswith("ok") for value in blocking.values())
     body = {"status": "ready" if ready else "unavailable", "checks": checks}
     if not ready:
-        body["reason"] = "; ".join(f"{k} {v}" for k, v in checks.items() if not v.startswith("ok"))
+        body["reason"] = "; ".join(
+            f"{k} {v}" for k, v in blocking.items() if not v.startswith("ok")
+        )
     return jsonify(body), 200 if ready else 503
 
 

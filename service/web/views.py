@@ -37,7 +37,7 @@ from service.infra.models import (
     ConnectSession,
     Trigger,
 )
-from service.sync.triggers import request_sync
+from service.sync.triggers import request_coalesced_sync
 from service.web.context import db_session, services
 
 bp = Blueprint("web_views", __name__)
@@ -197,7 +197,8 @@ def sync_now() -> Any:
     connection = _managed_connection(db)
     if not connection.syncable:
         raise Conflict("This account is not connected, so there is nothing to sync.")
-    request_sync(db, services(), connection, Trigger.MANUAL)
+    # Coalesced like webhooks: a burst of clicks records one request and wakes one sync.
+    request_coalesced_sync(db, services(), connection, Trigger.MANUAL)
     db.commit()
     session["notice"] = "Sync started."
     return _to_status()

@@ -358,25 +358,33 @@ def test_flood_of_one_account_is_rate_limited_with_retry_after(
     assert post(client, body_for(other)).status_code == 202
 
 
-def test_a_failed_enqueue_is_503_and_the_retry_is_not_a_duplicate(
+def test_a_broker_outage_still_accepts_the_webhook_and_records_the_request(
     services: Services, enqueued: RecordingEnqueue
 ) -> None:
+    """Durable before acknowledged: the delivery and the sync request commit together, so a
+    broker that refuses the wake-up does not fail the delivery (the scheduler re-sends it)."""
     account, cid = add_connection(services)
-    broken = True
+    before = outcome_count("accepted")
 
     def enqueue(connection_id: int, trigger: str, run_id: int | None) -> None:
-        if broken:
-            raise ConnectionError("broker down")
-        enqueued(connection_id, trigger, run_id)
+        raise ConnectionError("broker down")
 
     client = create_app(services.settings, services=services, enqueue=enqueue).test_client()
     body = body_for(account)
     response = post(client, body)
-    assert response.status_code == 503 and response.is_json
-    assert deliveries(services, account) == 0
-    broken = False
+    assert response.status_code == 202 and response.json == {"status": "accepted"}
+    assert deliveries(services, account) == 1
+    with services.db.session() as session:
+        connection = session.get(Connection, cid)
+        assert connection is not None
+        assert connection.sync_requested_at is not None
+        assert connection.sync_requested_trigger == "webhook"
+    assert outcome_count("accepted") == before + 1
     retry = post(client, body)  # the integrator delivers the same event again
-    assert retry.status_code == 202 and retry.json == {"status": "accepted"}
+    assert retry.status_code == 202 and retry.json == {"status": "duplicate"}
+    # The failed wake-up released the pending flag: the next delivery tries again.
+    services.enqueue = enqueued  # the broker is back
+    assert post(client, body_for(account)).status_code == 202
     assert enqueued.calls == [(cid, "webhook", None)]
 
 

@@ -180,6 +180,7 @@ def chaos(
         REDIS_URL=chaos_redis.url,
         SYNC_LOCK_TTL_SECONDS=6,
         CLOSE_TIMEOUT_SECONDS=2.0,
+        SCHEDULER_TICK_SECONDS=2,
     )
     svc = Services(settings, enqueue=celery_enqueue(settings))
     yield Chaos(svc, sandbox, source, start_worker, chaos_redis)
