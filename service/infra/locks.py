@@ -40,9 +40,10 @@ DISCONNECT_LOCK_WAIT = 15.0
 DIRTY_TTL_FACTOR = 4.0
 # A heartbeat extends a held lock this many times per TTL.
 HEARTBEATS_PER_TTL = 3
-# A run that crashed on the infrastructure puts its request back this far in the future, so
-# the scheduler tick re-sends it without a hot loop while the database or Redis recovers.
-RETRY_FAILED_RUN_AFTER = 5.0
+# A run that ended with work still owed (it crashed on the infrastructure, or Close, the
+# source or Redis failed some of its calls) puts its request back this far in the future, so
+# the scheduler tick re-runs it soon, without a hot loop while the outage lasts.
+RETRY_FAILED_RUN_AFTER = 15.0
 # The scheduler tick re-sends a wake-up for requests pending longer than this (the normal
 # after-commit wake-up had its chance; a younger request is probably being picked up).
 PENDING_REQUEST_GRACE = 5.0

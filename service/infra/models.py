@@ -238,6 +238,11 @@ class SyncRun(Base):
         Index("ix_sync_runs_queued_at", "queued_at"),
     )
 
+    # Not a column: set by the engine when the run ended with work still owed (a temporary
+    # failure: Close, the source or the coordinator was away), so the runner puts the sync
+    # request back and the scheduler re-runs it instead of waiting for the next interval.
+    retry_owed = False
+
     id: Mapped[int] = mapped_column(primary_key=True)
     connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
     trigger: Mapped[Trigger] = mapped_column(StrEnumType(Trigger, 32))

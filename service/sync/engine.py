@@ -815,6 +815,7 @@ class SyncEngine:
         run.status = status
         run.error = error
         run.finished_at = now
+        run.retry_owed = outcome.transient > 0 or (error or "").startswith("internal error")
         run.created, run.updated, run.deleted = outcome.created, outcome.updated, outcome.deleted
         run.unchanged, run.failed = outcome.unchanged, outcome.failed
         connection.last_sync_at = now

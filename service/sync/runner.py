@@ -103,7 +103,7 @@ def request_pending(svc: Services, connection_id: int) -> bool:
 
 
 def restore_request(svc: Services, connection_id: int, trigger: str, claim: Claim | None) -> None:
-    """A run crashed on the infrastructure: put its request back, RETRY_FAILED_RUN_AFTER in
+    """A run ended with work still owed: put its request back, RETRY_FAILED_RUN_AFTER in
     the future, so the scheduler tick re-sends it (a newer request is kept as it is).
     Best effort: the database may still be away; the task's retry is the other path."""
     if claim is None or claim.requested_at is None:
@@ -190,9 +190,10 @@ def run_sync(
                     except Exception:
                         restore_request(svc, connection_id, trigger, claim)
                         raise
-                    if run.status == RunStatus.FAILED and (run.error or "").startswith(
-                        "internal error"
-                    ):
+                    if run.retry_owed:
+                        # A temporary failure (Close, the source, the coordinator or the
+                        # database was away): the work is still owed, so the request goes
+                        # back and the scheduler re-runs it soon.
                         restore_request(svc, connection_id, trigger, claim)
                     executed.append(claim.run_id)
                     run_id, reconcile = None, False

@@ -276,12 +276,6 @@ def test_clock_skew_between_web_and_worker(chaos: Chaos, skew: str) -> None:
     assert record(f"clock skew {skew} web vs worker", started, chaos, desired, user_of) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open gap (issue #11): a run whose Redis calls (rate budget, locks) fail mid-run "
-    "ends PARTIAL/FAILED with a Close-side error, not 'internal error', so its claimed "
-    "request is not restored and nothing re-runs it until the periodic schedule",
-)
 def test_broker_down_mid_sync_with_changes_during_the_outage(chaos: Chaos) -> None:
     """The broker stops (not restarts) for a while during a fleet sync; changes requested
     during the outage answer as accepted (durable requests) and reach Close once it is back,
