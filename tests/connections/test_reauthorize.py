@@ -87,7 +87,7 @@ def test_reconnecting_revokes_the_grant_it_replaces(
     connect(browser, token)
     [old] = live_grants(sandbox)
     old_refresh = old.refresh_token
-    connect(browser, token)
+    connect(browser, browser.new_connect(account)[1])  # a fresh link: each works once
     assert sandbox.state.grants[old.id].revoked  # the old grant is dead at Close
     [new] = live_grants(sandbox)
     assert new.id != old.id
@@ -109,7 +109,7 @@ def test_the_same_user_reconnecting_in_another_org_leaves_the_old_org_clean(
     run_enqueued(browser.svc, enqueued)
     assert {link["organization_id"] for link in our_links(sandbox).values()} == {"orga_acme"}
 
-    connect(browser, token, org="orga_globex")
+    connect(browser, browser.new_connect(account)[1], org="orga_globex")
     links = sandbox.state.links(user_id="user_jane")
     assert [link for link in links if link["organization_id"] == "orga_acme"] == []
     connection = connection_of(browser.svc, account)
@@ -127,7 +127,7 @@ def test_the_first_sync_after_a_connect_is_a_reconcile(
     connect(browser, token)
     run_enqueued(browser.svc, enqueued)
     sandbox.state.delete_link(our_links(sandbox)["evt_2"]["id"])  # deleted by hand in Close
-    connect(browser, token)  # same user, same org
+    connect(browser, browser.new_connect(account)[1])  # same user, same org
     run = run_enqueued(browser.svc, enqueued)
     assert run.trigger == "connect" and run.status == "succeeded"
     assert set(our_links(sandbox)) == {"evt_1", "evt_2"}  # repaired by the reconcile
