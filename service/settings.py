@@ -8,13 +8,16 @@ missing secret stops the process with a message naming the variable.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import re
 import secrets
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
+import idna
 from cryptography.fernet import Fernet
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -54,6 +57,58 @@ def _split_csv(value: object) -> list[str]:
 
 
 CsvList = Annotated[list[str], NoDecode]
+
+_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _ascii_host(host: str) -> str:
+    """A DNS host name in its ASCII (punycode, lowercase) form; ValueError when malformed."""
+    if not host.isascii():
+        try:
+            host = idna.encode(host, uts46=True).decode("ascii")
+        except (idna.IDNAError, UnicodeError) as exc:
+            raise ValueError("has a malformed international host name") from exc
+    host = host.lower()
+    labels = host.split(".")
+    if len(host) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
+        raise ValueError("has a malformed host name")
+    for label in labels:
+        if label.startswith("xn--"):
+            try:
+                idna.decode(label)
+            except (idna.IDNAError, UnicodeError) as exc:
+                raise ValueError("has a malformed international host name") from exc
+    return host
+
+
+def normalized_origin(url: str) -> str:
+    """The origin of an absolute http(s) URL in one canonical spelling (lowercase scheme and
+    host, IDN as punycode, IPv6 compressed in brackets, no default port), so that two spellings
+    of one origin compare equal. ValueError, with a message fit to follow the URL's name, when
+    the URL is not an absolute http(s) URL with a well-formed host."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # parsed lazily; raises for "abc" or 99999
+    except ValueError as exc:
+        raise ValueError("is not a well-formed URL (host or port)") from exc
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise ValueError("must be an absolute http(s) URL")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not contain a user name or password")
+    if parts.netloc.rpartition("@")[2].startswith("["):
+        try:
+            address = ipaddress.IPv6Address(parts.hostname)
+        except ValueError as exc:
+            raise ValueError("has a malformed IPv6 address") from exc
+        if address.scope_id:
+            raise ValueError("must not have an IPv6 zone")
+        host = f"[{address.compressed}]"
+    else:
+        host = _ascii_host(parts.hostname)
+    if port is not None and port != _DEFAULT_PORTS[parts.scheme]:
+        host = f"{host}:{port}"
+    return f"{parts.scheme}://{host}"
 
 
 class Settings(BaseSettings):
@@ -116,6 +171,19 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an absolute http(s) URL")
         return value.rstrip("/")
+
+    @field_validator("RETURN_URL_ALLOWED_ORIGINS")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        normalized = []
+        for origin in origins:
+            if urlsplit(origin).path not in ("", "/") or "?" in origin or "#" in origin:
+                raise ValueError(f"{origin!r} must be an origin (scheme://host[:port]), no path")
+            try:
+                normalized.append(normalized_origin(origin))
+            except ValueError as exc:
+                raise ValueError(f"{origin!r} {exc}") from None
+        return normalized
 
     @field_validator("LOG_FORMAT")
     @classmethod

@@ -530,8 +530,10 @@ def test_dashboard_and_activity_show_running_runs_with_progress(
     assert data["connections"]["active"] >= 1 and data["links"]["error"] >= 1
     assert data["last_hour"]["running"] >= 1
 
-    runs = client.get(f"/admin/api/runs.json?ids={run_id},x,").json["runs"]
+    runs = client.get(f"/admin/api/runs.json?ids={run_id},,").json["runs"]
     assert [(r["id"], r["status"], r["done"]) for r in runs] == [(run_id, "running", 3)]
+    refused = client.get(f"/admin/api/runs.json?ids={run_id},x")
+    assert refused.status_code == 400 and refused.json["error"]["field"] == "ids"
 
 
 def test_failures_list_failed_runs_and_links_in_error(svc: Services, client: FlaskClient) -> None:

@@ -28,7 +28,7 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from service.connections import queries
-from service.errors import DomainError
+from service.errors import DomainError, ValidationFailed
 from service.infra.db import utcnow
 from service.infra.models import ConnectionStatus, Trigger
 from service.sync.triggers import request_sync
@@ -54,6 +54,11 @@ LINKS_PER_PAGE = 100
 FAILURES_PER_PAGE = 25
 RECENT_RUNS = 20
 MAX_PAGE = 10_000
+MAX_RUN_IDS = 50
+DB_INT_MAX = 2**31 - 1  # ids are 32-bit integers on PostgreSQL
+# A bounded converter: an id the database cannot hold is simply no such page (404), instead of
+# an out-of-range error from PostgreSQL (a 500).
+CONNECTION_ID = f"int(min=1, max={DB_INT_MAX})"
 
 DISABLED_MESSAGE = (
     "The operator console is disabled. To enable it, set OPERATOR_USERNAME and "
@@ -165,8 +170,23 @@ def activity() -> Response:
 @login_required
 def runs_json() -> Response:
     """Status and progress of the given runs (the connection page follows its active runs)."""
-    ids = [int(part) for part in request.args.get("ids", "").split(",")[:50] if part.isdigit()]
+    ids = _run_ids(request.args.get("ids", ""))
     return jsonify(runs=[queries.run_json(run) for run in queries.runs_by_id(db_session(), ids)])
+
+
+def _run_ids(text: str) -> list[int]:
+    """A comma-separated list of run ids (empty items ignored). Only ASCII digits inside the
+    database's integer range: `str.isdigit()` also accepts "²", which int() then refuses."""
+    ids = []
+    for part in text.split(",")[:MAX_RUN_IDS]:
+        if not part:
+            continue
+        if not (part.isascii() and part.isdigit()) or not 1 <= int(part) <= DB_INT_MAX:
+            raise ValidationFailed(
+                f"ids must be comma-separated run ids from 1 to {DB_INT_MAX}", field="ids"
+            )
+        ids.append(int(part))
+    return ids
 
 
 @bp.get("/connections")
@@ -195,7 +215,7 @@ def connections() -> Any:
     )
 
 
-@bp.get("/connections/<int:connection_id>")
+@bp.get(f"/connections/<{CONNECTION_ID}:connection_id>")
 @login_required
 def connection_detail(connection_id: int) -> Any:
     db = db_session()
@@ -221,7 +241,7 @@ def connection_detail(connection_id: int) -> Any:
     )
 
 
-@bp.post("/connections/<int:connection_id>/<any(resync, reconcile):action>")
+@bp.post(f"/connections/<{CONNECTION_ID}:connection_id>/<any(resync, reconcile):action>")
 @login_required
 def start_run(connection_id: int, action: str) -> Any:
     db = db_session()
@@ -293,7 +313,9 @@ def _csrf_failed(_exc: CSRFError) -> Response:
 
 @bp.errorhandler(DomainError)
 def _domain_error(exc: DomainError) -> Response:
-    return _error(exc.status, exc.code, exc.message)
+    return error_response(
+        exc.status, exc.code, exc.message, field=exc.field, template="admin/error.html"
+    )
 
 
 @bp.errorhandler(HTTPException)
