@@ -16,7 +16,7 @@ from service.jobs import Enqueue, celery_enqueue
 from service.services import Services
 from service.settings import Settings, load_settings
 from service.web.context import close_db_session
-from service.web.errors import error_response, http_error_response
+from service.web.errors import csrf_failure_message, error_response, http_error_response
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,9 @@ def create_app(
         return error_response(
             400,
             "csrf_failed",
-            "This form expired or did not come from this site. Reload the page and try again.",
+            csrf_failure_message(
+                "This form expired or did not come from this site. Reload the page and try again."
+            ),
         )
 
     @app.errorhandler(HTTPException)

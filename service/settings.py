@@ -8,6 +8,7 @@ missing secret stops the process with a message naming the variable.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import logging
 import re
@@ -44,6 +45,10 @@ class Environment(StrEnum):
 
 class SettingsError(Exception):
     """A configuration value is missing or invalid; the message names the variable."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]
 
 
 def _split_csv(value: object) -> list[str]:
@@ -132,6 +137,8 @@ class Settings(BaseSettings):
     CLOSE_CONCURRENCY: int = Field(default=4, ge=1, le=32)
 
     PUBLIC_URL: str = "http://127.0.0.1:5000"
+    ALLOW_INSECURE_PUBLIC_URL: bool = False
+    TRUSTED_PROXY_COUNT: int = Field(default=0, ge=0, le=10)
     SECRET_KEY: str | None = None
     TOKEN_ENCRYPTION_KEYS: CsvList = Field(default_factory=list)
     API_KEYS: CsvList = Field(default_factory=list)
@@ -207,10 +214,6 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _complete(self) -> Settings:
-        if self.LINKSYNC_ENV is Environment.PRODUCTION:
-            missing = [name for name in REQUIRED_OUTSIDE_DEV if not getattr(self, name)]
-            if missing:
-                raise ValueError(f"{', '.join(missing)} must be set when LINKSYNC_ENV=production")
         if bool(self.CLOSE_CLIENT_ID) != bool(self.CLOSE_CLIENT_SECRET):
             raise ValueError("CLOSE_CLIENT_ID and CLOSE_CLIENT_SECRET must be set together")
         return self
@@ -254,8 +257,155 @@ class Settings(BaseSettings):
         return self.DATABASE_URL or f"sqlite:///{(self.INSTANCE_PATH / 'linksync.db').resolve()}"
 
     @property
+    def https(self) -> bool:
+        return self.PUBLIC_URL.startswith("https://")
+
+    @property
     def secure_cookies(self) -> bool:
-        return not self.is_dev or self.PUBLIC_URL.startswith("https://")
+        # Production over http only starts with ALLOW_INSECURE_PUBLIC_URL on a loopback host
+        # (see production_problems); there a Secure cookie would never come back.
+        return self.https or (not self.is_dev and not self.ALLOW_INSECURE_PUBLIC_URL)
+
+
+# Production refuses weak or missing configuration ---------------------------------------
+
+SECRET_MIN_LENGTH = 32
+# A real secret has many distinct characters (a random 32-character hex string has about 14);
+# "aaaa..." or "abababab..." has a handful.
+SECRET_MIN_DISTINCT = 8
+FERNET_MIN_DISTINCT_BYTES = 8  # 32 random bytes have about 30 distinct values
+# Words that mark a value someone meant to replace (case-insensitive substrings). Kept to
+# four letters or more: a random 43-character token contains a given 3-letter word about once
+# in a thousand keys, and a 4-letter one about once in 25,000.
+PLACEHOLDER_WORDS = (
+    "changeme",
+    "change-me",
+    "change_me",
+    "replace",
+    "placeholder",
+    "example",
+    "secret",
+    "password",
+    "xxxx",
+    "fixme",
+    "your-",
+)
+# The values .env.example shows (tests/test_settings.py checks that each one is refused).
+ENV_EXAMPLE_VALUES = frozenset(
+    {
+        "change-me-to-a-long-random-string",
+        "change-me-to-another-long-random-string",
+        "change-me-to-a-third-long-random-string",
+    }
+)
+DEMO_SOURCE_ORIGINS = ("http://127.0.0.1:8200", "http://localhost:8200")
+HOW_TO_MAKE_ONE = 'make one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
+
+
+def _weak_secret(value: str) -> str | None:
+    """Why this secret is too weak for production, or None."""
+    if value in ENV_EXAMPLE_VALUES:
+        return "is the placeholder from .env.example"
+    lowered = value.lower()
+    if any(word in lowered for word in PLACEHOLDER_WORDS):
+        # Which word matched is not said: it would be a piece of the secret.
+        return "looks like a placeholder, not a random value"
+    if len(value) < SECRET_MIN_LENGTH:
+        return f"is shorter than {SECRET_MIN_LENGTH} characters"
+    if len(set(value)) < SECRET_MIN_DISTINCT:
+        return "is trivially weak (too few distinct characters)"
+    return None
+
+
+def _weak_fernet_key(key: str) -> bool:
+    raw = base64.urlsafe_b64decode(key.encode())
+    return len(set(raw)) < FERNET_MIN_DISTINCT_BYTES
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
+def production_problems(settings: Settings) -> list[str]:
+    """Every reason this configuration must not run with LINKSYNC_ENV=production, one message
+    per problem, each naming its variable. Empty outside production. `load_settings` refuses
+    to start on any of them and `linksync doctor` reports each as a FAIL."""
+    if settings.LINKSYNC_ENV is not Environment.PRODUCTION:
+        return []
+    problems: list[str] = []
+    when = "when LINKSYNC_ENV=production"
+    for name in REQUIRED_OUTSIDE_DEV:
+        if not getattr(settings, name):
+            problems.append(f"{name} must be set {when}")
+
+    seen: dict[str, str] = {}
+    named = [("SECRET_KEY", settings.SECRET_KEY), ("WEBHOOK_SECRET", settings.WEBHOOK_SECRET)]
+    named += [
+        (f"API_KEYS (key #{n})" if len(settings.API_KEYS) > 1 else "API_KEYS", key)
+        for n, key in enumerate(settings.API_KEYS, start=1)
+    ]
+    for name, value in named:
+        if not value:
+            continue
+        reason = _weak_secret(value)
+        if reason:
+            problems.append(f"{name} {reason}; {HOW_TO_MAKE_ONE}")
+        elif value in seen:
+            problems.append(f"{name} must differ from {seen[value]}")
+        seen.setdefault(value, name)
+
+    for n, key in enumerate(settings.TOKEN_ENCRYPTION_KEYS, start=1):
+        if _weak_fernet_key(key):
+            which = "the first key" if n == 1 else f"key #{n}"
+            problems.append(
+                f"TOKEN_ENCRYPTION_KEYS: {which} is trivially weak (all-zero or repeating "
+                "bytes); make one with: linksync keys generate"
+            )
+
+    if not settings.CLOSE_CLIENT_ID:
+        problems.append(
+            f"CLOSE_CLIENT_ID and CLOSE_CLIENT_SECRET must be set {when}: without them the "
+            "service uses the built-in Close sandbox and its public client secret"
+        )
+    elif (
+        settings.CLOSE_CLIENT_ID == SANDBOX_CLIENT_ID
+        or settings.CLOSE_CLIENT_SECRET == SANDBOX_CLIENT_SECRET
+    ):
+        problems.append(
+            "CLOSE_CLIENT_ID/CLOSE_CLIENT_SECRET are the Close sandbox's public demo client; "
+            "set your Close OAuth app's"
+        )
+
+    if "SOURCE_URL" not in settings.model_fields_set:
+        problems.append(f"SOURCE_URL must be set {when}: it defaults to the built-in demo source")
+    elif normalized_origin(settings.SOURCE_URL) in DEMO_SOURCE_ORIGINS:
+        problems.append(
+            f"SOURCE_URL points at the built-in demo source ({settings.SOURCE_URL}); set the "
+            "integrator's event-type API"
+        )
+    if settings.SOURCE_TOKEN == DEMO_SOURCE_TOKEN:
+        problems.append("SOURCE_TOKEN is the demo source's public token; set the source's token")
+
+    public = urlsplit(settings.PUBLIC_URL)
+    if public.scheme != "https":
+        if not settings.ALLOW_INSECURE_PUBLIC_URL:
+            problems.append(
+                f"PUBLIC_URL must be an https:// URL {when} (got {settings.PUBLIC_URL}): "
+                "browsers drop Secure cookies over http, so every form would fail with a "
+                "400; for a test on this machine only, set ALLOW_INSECURE_PUBLIC_URL=true "
+                "with a loopback PUBLIC_URL"
+            )
+        elif not _is_loopback(public.hostname):
+            problems.append(
+                "ALLOW_INSECURE_PUBLIC_URL=true is accepted only with a loopback PUBLIC_URL "
+                f"(127.0.0.1, ::1 or localhost), not {settings.PUBLIC_URL}"
+            )
+    return problems
 
 
 def _dev_secret(instance: Path, name: str, make: str) -> str:
@@ -271,8 +421,11 @@ def _dev_secret(instance: Path, name: str, make: str) -> str:
     return value
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Build and validate the settings; raise SettingsError naming the bad variable."""
+def load_settings(*, check_production: bool = True, **overrides: object) -> Settings:
+    """Build and validate the settings; raise SettingsError naming the bad variable.
+
+    `check_production=False` skips the production policy (production_problems), for
+    `linksync doctor`, which reports each problem itself and goes on checking the rest."""
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
@@ -280,7 +433,12 @@ def load_settings(**overrides: object) -> Settings:
         for error in exc.errors():
             name = ".".join(str(p) for p in error["loc"]) or "configuration"
             problems.append(f"{name}: {error['msg']}")
-        raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
+        raise SettingsError("invalid configuration: " + "; ".join(problems), problems) from None
+    refused = production_problems(settings) if check_production else []
+    if refused:
+        raise SettingsError(
+            "refusing to start with LINKSYNC_ENV=production: " + "; ".join(refused), refused
+        )
     if settings.is_dev:
         instance = settings.INSTANCE_PATH
         if not settings.SECRET_KEY:

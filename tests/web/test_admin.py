@@ -319,6 +319,40 @@ def test_every_form_needs_its_csrf_token(
         assert session.scalars(select(SyncRun).where(SyncRun.connection_id == cid)).all() == []
 
 
+def test_a_form_without_the_session_cookie_says_why(svc: Services) -> None:
+    # PUBLIC_URL is https, so the cookie is Secure: a browser on plain http never sends it back,
+    # and the page must say so instead of "the form expired".
+    svc.settings.PUBLIC_URL = "https://linksync.example.net"
+    app = create_app(svc.settings, services=svc)
+    assert app.config["SESSION_COOKIE_SECURE"] is True
+    over_http = app.test_client()
+    token = csrf_token(over_http)
+    cookie = over_http.get_cookie("linksync_session")
+    assert cookie is not None and cookie.secure
+    # What a browser does with a Secure cookie on an http page: it never sends it back.
+    over_http.delete_cookie("linksync_session")
+    response = over_http.post(
+        "/admin/login", data={"username": "ops", "password": PASSWORD, "csrf_token": token}
+    )
+    assert response.status_code == 400
+    assert "did not send the session cookie: is PUBLIC_URL https while you use http?" in (
+        response.text
+    )
+    response = over_http.post("/connect/some-token/authorize", data={"csrf_token": "x"})
+    assert response.status_code == 400 and "did not send the session cookie" in response.text
+
+    # With the cookie (https), a bad token is the usual message.
+    over_https = app.test_client()
+    over_https.get("/admin/login", base_url="https://localhost")
+    response = over_https.post(
+        "/admin/login",
+        data={"username": "ops", "password": PASSWORD, "csrf_token": "forged"},
+        base_url="https://localhost",
+    )
+    assert response.status_code == 400 and "Go back, reload" in response.text
+    assert "did not send the session cookie" not in response.text
+
+
 # Pages -----------------------------------------------------------------------------------
 
 

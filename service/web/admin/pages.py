@@ -43,7 +43,7 @@ from service.web.admin.auth import (
     start_session,
 )
 from service.web.context import db_session, services
-from service.web.errors import error_response, http_error_response
+from service.web.errors import csrf_failure_message, error_response, http_error_response
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +306,9 @@ def _csrf_failed(_exc: CSRFError) -> Response:
     return _error(
         400,
         "csrf_failed",
-        "This form expired or did not come from this console. Go back, reload and try again.",
+        csrf_failure_message(
+            "This form expired or did not come from this console. Go back, reload and try again."
+        ),
         "Form expired",
     )
 
