@@ -9,6 +9,7 @@ import time
 from flask import Flask, Response, g, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from service.errors import DomainError
 from service.infra import logs
@@ -19,6 +20,10 @@ from service.web.context import close_db_session
 from service.web.errors import csrf_failure_message, error_response, http_error_response
 
 log = logging.getLogger(__name__)
+
+# One year, this host only: includeSubDomains or preload would bind the operator's other
+# hosts, which this service cannot know about.
+HSTS = "max-age=31536000"
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -45,6 +50,13 @@ def create_app(
         MAX_CONTENT_LENGTH=max(settings.WEBHOOK_MAX_BODY_BYTES, 64 * 1024),
         JSON_SORT_KEYS=False,
     )
+    if settings.TRUSTED_PROXY_COUNT:
+        # Behind N trusted proxies: remote_addr is the client (the sign-in throttle counts per
+        # client), and scheme/host are what the browser used.
+        n = settings.TRUSTED_PROXY_COUNT
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=n, x_proto=n, x_host=n
+        )
     svc = services or Services(settings)
     if enqueue is not None:
         svc.enqueue = enqueue
@@ -91,6 +103,8 @@ def create_app(
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
+        if settings.https:
+            response.headers.setdefault("Strict-Transport-Security", HSTS)
         if response.mimetype == "text/html":
             response.headers.setdefault("Content-Security-Policy", CSP.format(close=close_origin))
             response.headers.setdefault("Cache-Control", "no-store")

@@ -10,6 +10,8 @@ relative to the one setting that drives them (SYNC_LOCK_TTL_SECONDS).
     pending:{connection}     a coalesced sync is queued and has not started (PENDING_TTL)
     refresh:{connection}     one token refresh at a time per connection (REFRESH_LOCK_TTL)
     operator-login:{h}:{n}   one slot per failed operator sign-in (the throttle's window)
+    operator-gate:{h}        held during a password check, then for the throttle's delay
+    operator-session:{h}     a signed-in operator session; logout deletes it
 """
 
 from __future__ import annotations
@@ -47,6 +49,14 @@ def refresh_lock(connection_id: int) -> str:
 
 def operator_login_slot(digest: str, slot: int) -> str:
     return f"operator-login:{digest}:{slot}"
+
+
+def operator_login_gate(digest: str) -> str:
+    return f"operator-gate:{digest}"
+
+
+def operator_session(digest: str) -> str:
+    return f"operator-session:{digest}"
 
 
 def webhook_rate_key(account_id: str, window: int) -> str:

@@ -20,7 +20,6 @@ from flask import (
     redirect,
     render_template,
     request,
-    session,
     url_for,
 )
 from flask.sansio.blueprints import BlueprintSetupState
@@ -36,9 +35,11 @@ from service.web.admin import presentation
 from service.web.admin.auth import (
     SESSION_LIFETIME,
     LoginThrottle,
+    Throttled,
     authenticate,
     console_enabled,
     current_operator,
+    end_session,
     login_required,
     start_session,
 )
@@ -109,36 +110,58 @@ def login() -> Any:
     username = request.form.get("username", "")[:128]
     password = request.form.get("password", "")[:1024]
     client = request.remote_addr or "unknown"
-    throttle = LoginThrottle(services().coordinator)
+    coordinator = services().coordinator
+    throttle = LoginThrottle(coordinator)
     attempt = throttle.begin(username, client)
-    if attempt is None:
-        log.warning("operator sign-in throttled", extra={"client": client})
-        minutes = throttle.window // 60
-        body = render_template(
-            "admin/error.html",
-            status=429,
-            title="Too many sign-in attempts",
-            message=f"Too many failed sign-ins. Wait {minutes} minutes and try again.",
+    if isinstance(attempt, Throttled):
+        log.warning(
+            "operator sign-in throttled", extra={"client": client, "scope": attempt.scope.name}
         )
-        return Response(body, 429, headers={"Retry-After": str(throttle.window)})
+        return _throttled(attempt.retry_after)
 
     if not authenticate(settings, username, password):
+        wait = throttle.failed(attempt)
         log.warning(
             "operator sign-in failed",
-            extra={"client": client, "known_user": username == settings.OPERATOR_USERNAME},
+            extra={
+                "client": client,
+                "known_user": username == settings.OPERATOR_USERNAME,
+                "wait_seconds": wait,
+            },
         )
         error = "Wrong username or password."
+        if wait:
+            error += f" Wait {_duration(wait)} before the next try."
         return render_template("admin/login.html", error=error, next=target), 401
 
     throttle.succeeded(attempt)
-    start_session(settings, username)
+    start_session(settings, coordinator, username)
     log.info("operator signed in", extra={"client": client})
     return redirect(target, code=303)
 
 
+def _duration(seconds: int) -> str:
+    if seconds < 120:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    return f"{round(seconds / 60)} minutes"
+
+
+def _throttled(retry_after: int) -> Response:
+    body = render_template(
+        "admin/error.html",
+        status=429,
+        title="Too many sign-in attempts",
+        message=(
+            "Too many failed sign-ins. "
+            f"Wait {_duration(retry_after)} and try again; each further failure doubles the wait."
+        ),
+    )
+    return Response(body, 429, headers={"Retry-After": str(retry_after)})
+
+
 @bp.post("/logout")
 def logout() -> Any:
-    session.clear()
+    end_session(services().coordinator)
     return redirect(url_for("web_admin.login"), code=303)
 
 
