@@ -65,8 +65,8 @@ def http_error_response(exc: HTTPException, *, template: str = "error.html") -> 
 
 NO_SESSION_COOKIE = (
     "Your browser did not send the session cookie: is PUBLIC_URL https while you use http? "
-    "(Secure cookies only come back over https.) Open this site at its PUBLIC_URL, with "
-    "cookies enabled, and try again."
+    "(Secure cookies only come back over https.) Reload the page at its PUBLIC_URL address, "
+    "with cookies enabled, and try again."
 )
 
 
