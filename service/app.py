@@ -10,6 +10,7 @@ from flask import Flask, Response, g, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.exc import DisconnectionError, OperationalError
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from service.errors import DatabaseUnavailable, DomainError
 from service.infra import logs
@@ -17,9 +18,13 @@ from service.jobs import Enqueue, celery_enqueue
 from service.services import Services
 from service.settings import Settings, load_settings
 from service.web.context import close_db_session
-from service.web.errors import error_response, http_error_response
+from service.web.errors import csrf_failure_message, error_response, http_error_response
 
 log = logging.getLogger(__name__)
+
+# One year, this host only: includeSubDomains or preload would bind the operator's other
+# hosts, which this service cannot know about.
+HSTS = "max-age=31536000"
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -46,6 +51,13 @@ def create_app(
         MAX_CONTENT_LENGTH=max(settings.WEBHOOK_MAX_BODY_BYTES, 64 * 1024),
         JSON_SORT_KEYS=False,
     )
+    if settings.TRUSTED_PROXY_COUNT:
+        # Behind N trusted proxies: remote_addr is the client (the sign-in throttle counts per
+        # client), and scheme/host are what the browser used.
+        n = settings.TRUSTED_PROXY_COUNT
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=n, x_proto=n, x_host=n
+        )
     svc = services or Services(settings)
     if enqueue is not None:
         svc.enqueue = enqueue
@@ -93,6 +105,8 @@ def create_app(
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
+        if settings.https:
+            response.headers.setdefault("Strict-Transport-Security", HSTS)
         if response.mimetype == "text/html":
             response.headers.setdefault("Content-Security-Policy", CSP.format(close=close_origin))
             response.headers.setdefault("Cache-Control", "no-store")
@@ -116,7 +130,9 @@ def create_app(
         return error_response(
             400,
             "csrf_failed",
-            "This form expired or did not come from this site. Reload the page and try again.",
+            csrf_failure_message(
+                "This form expired or did not come from this site. Reload the page and try again."
+            ),
         )
 
     @app.errorhandler(HTTPException)

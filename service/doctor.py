@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from service.infra import heartbeats, migrate
 from service.infra.db import Database, utcnow
-from service.settings import Settings, SettingsError, load_settings
+from service.settings import Settings, SettingsError, load_settings, production_problems
 
 Check = tuple[str, bool, str]
 MAX_SKEW_SECONDS = 30.0
@@ -31,10 +31,13 @@ def _workers(settings: Settings) -> Check:
 
 def run_checks() -> list[Check]:
     try:
-        settings = load_settings()
+        # The production policy is checked below, one FAIL per problem, so that the other
+        # checks still run on a configuration production would refuse.
+        settings = load_settings(check_production=False)
     except SettingsError as exc:
-        return [("settings", False, str(exc))]
-    results: list[Check] = [
+        return [("settings", False, problem) for problem in exc.problems]
+    refused = production_problems(settings)
+    results: list[Check] = [("settings", False, problem) for problem in refused] or [
         (
             "settings",
             True,

@@ -8,9 +8,12 @@ missing secret stops the process with a message naming the variable.
 
 from __future__ import annotations
 
+import base64
 import difflib
+import ipaddress
 import logging
 import os
+import re
 import secrets
 import sys
 from collections.abc import Mapping
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 from urllib.parse import urlsplit
 
+import idna
 from cryptography.fernet import Fernet
 from dotenv import dotenv_values
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -47,6 +51,10 @@ class Environment(StrEnum):
 class SettingsError(Exception):
     """A configuration value is missing or invalid; the message names the variable."""
 
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]
+
 
 def _split_csv(value: object) -> list[str]:
     if value is None:
@@ -59,6 +67,58 @@ def _split_csv(value: object) -> list[str]:
 
 
 CsvList = Annotated[list[str], NoDecode]
+
+_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _ascii_host(host: str) -> str:
+    """A DNS host name in its ASCII (punycode, lowercase) form; ValueError when malformed."""
+    if not host.isascii():
+        try:
+            host = idna.encode(host, uts46=True).decode("ascii")
+        except (idna.IDNAError, UnicodeError) as exc:
+            raise ValueError("has a malformed international host name") from exc
+    host = host.lower()
+    labels = host.split(".")
+    if len(host) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
+        raise ValueError("has a malformed host name")
+    for label in labels:
+        if label.startswith("xn--"):
+            try:
+                idna.decode(label)
+            except (idna.IDNAError, UnicodeError) as exc:
+                raise ValueError("has a malformed international host name") from exc
+    return host
+
+
+def normalized_origin(url: str) -> str:
+    """The origin of an absolute http(s) URL in one canonical spelling (lowercase scheme and
+    host, IDN as punycode, IPv6 compressed in brackets, no default port), so that two spellings
+    of one origin compare equal. ValueError, with a message fit to follow the URL's name, when
+    the URL is not an absolute http(s) URL with a well-formed host."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # parsed lazily; raises for "abc" or 99999
+    except ValueError as exc:
+        raise ValueError("is not a well-formed URL (host or port)") from exc
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise ValueError("must be an absolute http(s) URL")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not contain a user name or password")
+    if parts.netloc.rpartition("@")[2].startswith("["):
+        try:
+            address = ipaddress.IPv6Address(parts.hostname)
+        except ValueError as exc:
+            raise ValueError("has a malformed IPv6 address") from exc
+        if address.scope_id:
+            raise ValueError("must not have an IPv6 zone")
+        host = f"[{address.compressed}]"
+    else:
+        host = _ascii_host(parts.hostname)
+    if port is not None and port != _DEFAULT_PORTS[parts.scheme]:
+        host = f"{host}:{port}"
+    return f"{parts.scheme}://{host}"
 
 
 class Settings(BaseSettings):
@@ -85,6 +145,8 @@ class Settings(BaseSettings):
     CLOSE_RATE_PER_SECOND: float = Field(default=10.0, gt=0, le=1000)
 
     PUBLIC_URL: str = "http://127.0.0.1:5000"
+    ALLOW_INSECURE_PUBLIC_URL: bool = False
+    TRUSTED_PROXY_COUNT: int = Field(default=0, ge=0, le=10)
     SECRET_KEY: str | None = None
     TOKEN_ENCRYPTION_KEYS: CsvList = Field(default_factory=list)
     API_KEYS: CsvList = Field(default_factory=list)
@@ -152,6 +214,19 @@ class Settings(BaseSettings):
             raise ValueError("must be an absolute http(s) URL")
         return value
 
+    @field_validator("RETURN_URL_ALLOWED_ORIGINS")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        normalized = []
+        for origin in origins:
+            if urlsplit(origin).path not in ("", "/") or "?" in origin or "#" in origin:
+                raise ValueError(f"{origin!r} must be an origin (scheme://host[:port]), no path")
+            try:
+                normalized.append(normalized_origin(origin))
+            except ValueError as exc:
+                raise ValueError(f"{origin!r} {exc}") from None
+        return normalized
+
     @field_validator("LOG_FORMAT")
     @classmethod
     def _log_format(cls, value: str) -> str:
@@ -174,10 +249,6 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _complete(self) -> Settings:
-        if self.LINKSYNC_ENV is Environment.PRODUCTION:
-            missing = [name for name in REQUIRED_OUTSIDE_DEV if not getattr(self, name)]
-            if missing:
-                raise ValueError(f"{', '.join(missing)} must be set when LINKSYNC_ENV=production")
         if self.INTEGRATOR_WEBHOOK_URL and not self.INTEGRATOR_WEBHOOK_SECRET:
             raise ValueError("INTEGRATOR_WEBHOOK_SECRET must be set with INTEGRATOR_WEBHOOK_URL")
         if bool(self.CLOSE_CLIENT_ID) != bool(self.CLOSE_CLIENT_SECRET):
@@ -223,8 +294,155 @@ class Settings(BaseSettings):
         return self.DATABASE_URL or f"sqlite:///{(self.INSTANCE_PATH / 'linksync.db').resolve()}"
 
     @property
+    def https(self) -> bool:
+        return self.PUBLIC_URL.startswith("https://")
+
+    @property
     def secure_cookies(self) -> bool:
-        return not self.is_dev or self.PUBLIC_URL.startswith("https://")
+        # Production over http only starts with ALLOW_INSECURE_PUBLIC_URL on a loopback host
+        # (see production_problems); there a Secure cookie would never come back.
+        return self.https or (not self.is_dev and not self.ALLOW_INSECURE_PUBLIC_URL)
+
+
+# Production refuses weak or missing configuration ---------------------------------------
+
+SECRET_MIN_LENGTH = 32
+# A real secret has many distinct characters (a random 32-character hex string has about 14);
+# "aaaa..." or "abababab..." has a handful.
+SECRET_MIN_DISTINCT = 8
+FERNET_MIN_DISTINCT_BYTES = 8  # 32 random bytes have about 30 distinct values
+# Words that mark a value someone meant to replace (case-insensitive substrings). Kept to
+# four letters or more: a random 43-character token contains a given 3-letter word about once
+# in a thousand keys, and a 4-letter one about once in 25,000.
+PLACEHOLDER_WORDS = (
+    "changeme",
+    "change-me",
+    "change_me",
+    "replace",
+    "placeholder",
+    "example",
+    "secret",
+    "password",
+    "xxxx",
+    "fixme",
+    "your-",
+)
+# The values .env.example shows (tests/test_settings.py checks that each one is refused).
+ENV_EXAMPLE_VALUES = frozenset(
+    {
+        "change-me-to-a-long-random-string",
+        "change-me-to-another-long-random-string",
+        "change-me-to-a-third-long-random-string",
+    }
+)
+DEMO_SOURCE_ORIGINS = ("http://127.0.0.1:8200", "http://localhost:8200")
+HOW_TO_MAKE_ONE = 'make one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
+
+
+def _weak_secret(value: str) -> str | None:
+    """Why this secret is too weak for production, or None."""
+    if value in ENV_EXAMPLE_VALUES:
+        return "is the placeholder from .env.example"
+    lowered = value.lower()
+    if any(word in lowered for word in PLACEHOLDER_WORDS):
+        # Which word matched is not said: it would be a piece of the secret.
+        return "looks like a placeholder, not a random value"
+    if len(value) < SECRET_MIN_LENGTH:
+        return f"is shorter than {SECRET_MIN_LENGTH} characters"
+    if len(set(value)) < SECRET_MIN_DISTINCT:
+        return "is trivially weak (too few distinct characters)"
+    return None
+
+
+def _weak_fernet_key(key: str) -> bool:
+    raw = base64.urlsafe_b64decode(key.encode())
+    return len(set(raw)) < FERNET_MIN_DISTINCT_BYTES
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
+def production_problems(settings: Settings) -> list[str]:
+    """Every reason this configuration must not run with LINKSYNC_ENV=production, one message
+    per problem, each naming its variable. Empty outside production. `load_settings` refuses
+    to start on any of them and `linksync doctor` reports each as a FAIL."""
+    if settings.LINKSYNC_ENV is not Environment.PRODUCTION:
+        return []
+    problems: list[str] = []
+    when = "when LINKSYNC_ENV=production"
+    for name in REQUIRED_OUTSIDE_DEV:
+        if not getattr(settings, name):
+            problems.append(f"{name} must be set {when}")
+
+    seen: dict[str, str] = {}
+    named = [("SECRET_KEY", settings.SECRET_KEY), ("WEBHOOK_SECRET", settings.WEBHOOK_SECRET)]
+    named += [
+        (f"API_KEYS (key #{n})" if len(settings.API_KEYS) > 1 else "API_KEYS", key)
+        for n, key in enumerate(settings.API_KEYS, start=1)
+    ]
+    for name, value in named:
+        if not value:
+            continue
+        reason = _weak_secret(value)
+        if reason:
+            problems.append(f"{name} {reason}; {HOW_TO_MAKE_ONE}")
+        elif value in seen:
+            problems.append(f"{name} must differ from {seen[value]}")
+        seen.setdefault(value, name)
+
+    for n, key in enumerate(settings.TOKEN_ENCRYPTION_KEYS, start=1):
+        if _weak_fernet_key(key):
+            which = "the first key" if n == 1 else f"key #{n}"
+            problems.append(
+                f"TOKEN_ENCRYPTION_KEYS: {which} is trivially weak (all-zero or repeating "
+                "bytes); make one with: linksync keys generate"
+            )
+
+    if not settings.CLOSE_CLIENT_ID:
+        problems.append(
+            f"CLOSE_CLIENT_ID and CLOSE_CLIENT_SECRET must be set {when}: without them the "
+            "service uses the built-in Close sandbox and its public client secret"
+        )
+    elif (
+        settings.CLOSE_CLIENT_ID == SANDBOX_CLIENT_ID
+        or settings.CLOSE_CLIENT_SECRET == SANDBOX_CLIENT_SECRET
+    ):
+        problems.append(
+            "CLOSE_CLIENT_ID/CLOSE_CLIENT_SECRET are the Close sandbox's public demo client; "
+            "set your Close OAuth app's"
+        )
+
+    if "SOURCE_URL" not in settings.model_fields_set:
+        problems.append(f"SOURCE_URL must be set {when}: it defaults to the built-in demo source")
+    elif normalized_origin(settings.SOURCE_URL) in DEMO_SOURCE_ORIGINS:
+        problems.append(
+            f"SOURCE_URL points at the built-in demo source ({settings.SOURCE_URL}); set the "
+            "integrator's event-type API"
+        )
+    if settings.SOURCE_TOKEN == DEMO_SOURCE_TOKEN:
+        problems.append("SOURCE_TOKEN is the demo source's public token; set the source's token")
+
+    public = urlsplit(settings.PUBLIC_URL)
+    if public.scheme != "https":
+        if not settings.ALLOW_INSECURE_PUBLIC_URL:
+            problems.append(
+                f"PUBLIC_URL must be an https:// URL {when} (got {settings.PUBLIC_URL}): "
+                "browsers drop Secure cookies over http, so every form would fail with a "
+                "400; for a test on this machine only, set ALLOW_INSECURE_PUBLIC_URL=true "
+                "with a loopback PUBLIC_URL"
+            )
+        elif not _is_loopback(public.hostname):
+            problems.append(
+                "ALLOW_INSECURE_PUBLIC_URL=true is accepted only with a loopback PUBLIC_URL "
+                f"(127.0.0.1, ::1 or localhost), not {settings.PUBLIC_URL}"
+            )
+    return problems
 
 
 def _dev_secret(instance: Path, name: str, make: str) -> str:
@@ -240,13 +458,20 @@ def _dev_secret(instance: Path, name: str, make: str) -> str:
     return value
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Build and validate the settings; raise SettingsError naming the bad variable."""
+def load_settings(*, check_production: bool = True, **overrides: object) -> Settings:
+    """Build and validate the settings; raise SettingsError naming the bad variable.
+
+    `check_production=False` skips the production policy (production_problems), for
+    `linksync doctor`, which reports each problem itself and goes on checking the rest."""
     check_variable_names(Path(str(Settings.model_config.get("env_file") or ".env")), os.environ)
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise SettingsError(_validation_problems(exc)) from None
+    refused = production_problems(settings) if check_production else []
+    if refused:
+        # Each problem starts with the variable it is about (one line: `linksync: VAR: ...`).
+        raise SettingsError("; ".join(refused), refused)
     if settings.is_dev:
         instance = settings.INSTANCE_PATH
         if not settings.SECRET_KEY:
@@ -330,7 +555,7 @@ def settings_error_line(exc: SettingsError) -> str:
 def load_settings_or_exit(**overrides: object) -> Settings:
     """load_settings for a process's entry point: a bad setting prints one line and exits 2."""
     try:
-        return load_settings(**overrides)
+        return load_settings(**overrides)  # type: ignore[arg-type]
     except SettingsError as exc:
         exit_with_settings_error(exc)
 

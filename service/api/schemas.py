@@ -29,8 +29,18 @@ CONNECT_TOKEN_SCHEMA: dict[str, Any] = {
     "pattern": r"^[A-Za-z0-9_.-]+$",
     "description": "The token of a connect session (the last segment of its connect_url)",
 }
-RUN_ID_MAX = 2**31 - 1  # sync_runs.id is a 32-bit integer on PostgreSQL
-LINK_ID_DIGITS = 18  # a cursor is a link id; 18 digits stay inside every backend's integer
+DB_INT_MAX = 2**31 - 1  # our ids are 32-bit integers on PostgreSQL (INTEGER)
+RUN_ID_MAX = DB_INT_MAX
+LINK_ID_MAX = DB_INT_MAX  # a cursor is a link id
+# Printable text only: a NUL is refused by PostgreSQL (a 500 if it reached the insert), and
+# control characters in an id end up in logs and the admin pages.
+PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"
+
+
+def _link_cursor(value: str) -> str:
+    if int(value) > LINK_ID_MAX:
+        raise ValueError(f"must be at most {LINK_ID_MAX}")
+    return value
 
 
 def _account_id(value: str) -> str:
@@ -85,11 +95,14 @@ class ConnectSessionIn(Strict):
 
 class LinksQuery(Query):
     limit: int = Field(default=100, ge=1, le=500, description="Links per page")
-    cursor: str = Field(
-        default="0",
-        pattern=rf"^[0-9]{{1,{LINK_ID_DIGITS}}}$",
-        description="next_cursor of the previous page",
-    )
+    cursor: Annotated[
+        str,
+        Field(
+            pattern=rf"^[0-9]{{1,{len(str(LINK_ID_MAX))}}}$",
+            description=f"next_cursor of the previous page (an integer from 0 to {LINK_ID_MAX})",
+        ),
+        AfterValidator(_link_cursor),
+    ] = "0"
 
 
 class DisconnectQuery(Query):
@@ -103,7 +116,12 @@ class WebhookIn(BaseModel):
 
     model_config = ConfigDict(strict=True)
 
-    id: str = Field(min_length=1, max_length=255, description="Unique event id (de-duplicated)")
+    id: str = Field(
+        min_length=1,
+        max_length=255,
+        pattern=PRINTABLE_PATTERN,
+        description="Unique event id (de-duplicated); printable text, no control characters",
+    )
     type: Literal["event_types.changed", "members.changed"] = Field(
         description="Both resync the whole account (every connection of it), coalesced"
     )

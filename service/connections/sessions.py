@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import unicodedata
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
 
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import select, update
@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from service.errors import DomainError, Gone, NotFound, Unauthorized, ValidationFailed
 from service.infra.db import utcnow
 from service.infra.models import Connection, ConnectionStatus, ConnectSession, ManageSession
-from service.settings import Environment, Settings
+from service.settings import Environment, Settings, normalized_origin
 
 ACCOUNT_ID_MAX = 255
 
@@ -40,15 +40,28 @@ def validate_account_id(account_id: object, field: str = "account_id") -> str:
 
 
 def validate_return_url(return_url: object, settings: Settings) -> str | None:
+    """The integrator's return_url, if its origin is allowed. It ends up in a Location header
+    after the connection is saved, so anything a header cannot carry is refused here, up front:
+    control characters (CR/LF above all), spaces and invisible format characters. Origins are
+    compared in one canonical spelling (IDN as punycode, IPv6 compressed, no default port)."""
     if return_url is None:
         return None
     if not isinstance(return_url, str) or len(return_url) > 2048:
         raise ValidationFailed("return_url must be a URL string", field="return_url")
-    parts = urlsplit(return_url)
-    origin = f"{parts.scheme}://{parts.netloc}"
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValidationFailed("return_url must be an absolute http(s) URL", field="return_url")
-    allowed = {o.rstrip("/") for o in settings.RETURN_URL_ALLOWED_ORIGINS}
+    if any(ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf") for ch in return_url):
+        raise ValidationFailed(
+            "return_url must not contain spaces or control characters", field="return_url"
+        )
+    try:
+        origin = normalized_origin(return_url)
+    except ValueError as exc:
+        raise ValidationFailed(f"return_url {exc}", field="return_url") from None
+    allowed = set()
+    for candidate in settings.RETURN_URL_ALLOWED_ORIGINS:
+        try:
+            allowed.add(normalized_origin(candidate))
+        except ValueError:
+            continue  # refused at start-up; only reachable when set after loading
     if origin not in allowed:
         raise ValidationFailed(
             "return_url's origin is not in RETURN_URL_ALLOWED_ORIGINS", field="return_url"

@@ -23,6 +23,8 @@ every time it passes. So: the timeout stays above the longest task (task_time_li
 every countdown is clamped below half of it (service.jobs.clamp_countdown, including the busy
 retry below), and a redelivered sync cannot run beside the original: the sync lock makes the
 copy find the lock held, flag the holder dirty and retry, so the holder runs once more instead.
+    operator-gate:{h}        held during a password check, then for the throttle's delay
+    operator-session:{h}     a signed-in operator session; logout deletes it
 """
 
 from __future__ import annotations
@@ -85,6 +87,14 @@ def operator_login_slot(digest: str, slot: int) -> str:
 EVENTS_DELIVERY_LOCK = "events:deliver"
 EVENTS_DIRTY_FLAG = "events:dirty"
 EVENTS_WAKE_SCHEDULED_FLAG = "events:wake-scheduled"
+
+
+def operator_login_gate(digest: str) -> str:
+    return f"operator-gate:{digest}"
+
+
+def operator_session(digest: str) -> str:
+    return f"operator-session:{digest}"
 
 
 def webhook_rate_key(account_id: str, window: int) -> str:

@@ -7,7 +7,7 @@ headers survive (Allow on 405), and a page never shows a stack trace.
 
 from __future__ import annotations
 
-from flask import Response, jsonify, render_template, request
+from flask import Response, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
@@ -61,3 +61,18 @@ def http_error_response(exc: HTTPException, *, template: str = "error.html") -> 
         if name.lower() != "content-type":
             response.headers[name] = value
     return response
+
+
+NO_SESSION_COOKIE = (
+    "Your browser did not send the session cookie: is PUBLIC_URL https while you use http? "
+    "(Secure cookies only come back over https.) Reload the page at its PUBLIC_URL address, "
+    "with cookies enabled, and try again."
+)
+
+
+def csrf_failure_message(usual: str) -> str:
+    """Why a form was refused. Without the session cookie no CSRF token can match, and the
+    usual cause is a Secure cookie dropped over http: say so instead of "the form expired"."""
+    if current_app.config["SESSION_COOKIE_NAME"] not in request.cookies:
+        return NO_SESSION_COOKIE
+    return usual

@@ -115,3 +115,190 @@ def test_unexpected_errors_are_a_generic_500_without_details(services: Services)
     response = app.test_client().get("/api/v1/_boom")
     assert response.status_code == 500
     assert "secret internals" not in response.get_data(as_text=True) and response.is_json
+
+
+# Issue #9, item 12: inputs that used to reach the database or a header and answer 500 ------
+
+ALLOWED_ORIGINS = "https://app.example.com,https://bücher.example,http://[::1]:3000"
+
+
+@pytest.fixture
+def origins_client(services: Services) -> Iterator[FlaskClient]:
+    services.settings.RETURN_URL_ALLOWED_ORIGINS = ALLOWED_ORIGINS.split(",")
+    yield create_app(services.settings, services=services).test_client()
+
+
+@pytest.mark.parametrize(
+    "return_url",
+    [
+        "https://app.example.com/done\r\nSet-Cookie: evil=1",
+        "https://app.example.com/done\n",
+        "https://app.example.com/\x00",
+        "https://app.example.com/a\tb",
+        "https://app.example.com/\x7f",
+        "https://app.example.com/\u0085next-line",
+        "https://app.example.com/\u202eevil",
+        "https://app.example.com/a b",
+        "http://[::1/",  # unterminated IPv6 literal: urlsplit raises
+        "http://[zz::1]:3000/",
+        "http://[::1]:99999/",
+        "http://[::1]:port/",
+        "https://exa mple.com/",
+        "https://bad..example/",
+        "https://-bad-.example/",
+        "https://xn--zz.example/",
+        "https://" + "a" * 64 + ".example/",
+        "https://app.example.com@evil.example/",
+        "https://evil.example/?https://app.example.com",
+        "https:///nohost",
+        "javascript:alert(1)",
+    ],
+)
+def test_hostile_return_urls_are_a_400_naming_return_url(
+    origins_client: FlaskClient, services: Services, return_url: str
+) -> None:
+    before = snapshot(services)
+    response = origins_client.post(
+        "/api/v1/connect-sessions",
+        json={"account_id": "acct-return-url", "return_url": return_url},
+        headers=AUTH,
+    )
+    assert response.status_code == 400, (return_url, response.get_data(as_text=True))
+    assert response.json["error"]["field"] == "return_url"
+    assert snapshot(services) == before
+
+
+@pytest.mark.parametrize(
+    "return_url",
+    [
+        "https://app.example.com/done?x=1",
+        "HTTPS://APP.EXAMPLE.COM:443/done",
+        "https://bücher.example/zurück",
+        "https://BÜCHER.example/",
+        "https://xn--bcher-kva.example/punycode",
+        "http://[::1]:3000/back",
+        "http://[0:0:0:0:0:0:0:1]:3000/back",
+    ],
+)
+def test_valid_idn_and_ipv6_return_urls_of_allowed_origins_are_accepted(
+    origins_client: FlaskClient, return_url: str
+) -> None:
+    response = origins_client.post(
+        "/api/v1/connect-sessions",
+        json={"account_id": "acct-return-url", "return_url": return_url},
+        headers=AUTH,
+    )
+    assert response.status_code == 201, (return_url, response.get_data(as_text=True))
+
+
+@pytest.mark.parametrize(
+    "return_url",
+    [
+        "https://bucher.example/",
+        "http://[::2]:3000/",
+        "http://[::1]:3001/",
+        "http://app.example.com/",
+    ],
+)
+def test_other_origins_are_refused_even_when_close(
+    origins_client: FlaskClient, return_url: str
+) -> None:
+    response = origins_client.post(
+        "/api/v1/connect-sessions",
+        json={"account_id": "acct-return-url", "return_url": return_url},
+        headers=AUTH,
+    )
+    assert response.status_code == 400 and response.json["error"]["field"] == "return_url"
+    assert "RETURN_URL_ALLOWED_ORIGINS" in response.json["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "cursor", ["2147483648", "999999999999999999", "18446744073709551616", "²", "1²", "٣"]
+)
+def test_out_of_range_cursors_are_a_400_on_every_backend(
+    client: FlaskClient, services: Services, cursor: str
+) -> None:
+    account = f"acct-cursor-{cursor.encode().hex()}"
+    with services.db.session() as session:
+        session.add(Connection(account_id=account, status="active"))
+    response = client.get(
+        f"/api/v1/accounts/{account}/links", query_string={"cursor": cursor}, headers=AUTH
+    )
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert response.json["error"]["field"] == "cursor"
+    # The largest id the database holds is still a valid cursor.
+    response = client.get(
+        f"/api/v1/accounts/{account}/links", query_string={"cursor": "2147483647"}, headers=AUTH
+    )
+    assert response.status_code == 200 and response.json["data"] == []
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x01", "\n", "\r", "\x1f", "\x7f", "\u0085"])
+def test_control_characters_in_a_webhook_event_id_are_a_400_naming_id(
+    client: FlaskClient, services: Services, char: str
+) -> None:
+    import json
+    import time
+
+    from service.api.signatures import sign
+    from tests.conftest import WEBHOOK_SECRET
+
+    before = snapshot(services)
+    body = json.dumps(
+        {"id": f"evt{char}1", "type": "event_types.changed", "account_id": "acct-webhook"}
+    ).encode()
+    t = int(time.time())
+    response = client.post(
+        "/webhooks/source",
+        data=body,
+        content_type="application/json",
+        headers={"X-LinkSync-Signature": f"t={t},v1={sign(WEBHOOK_SECRET, t, body)}"},
+    )
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert response.json["error"]["field"] == "id"
+    assert snapshot(services) == before
+
+
+@pytest.fixture
+def operator_client(services: Services) -> FlaskClient:
+    from tests.web.test_admin import enable_console, login, new_client
+
+    enable_console(services.settings)
+    client = new_client(services)
+    assert login(client).status_code == 303
+    return client
+
+
+@pytest.mark.parametrize(
+    "ids", ["²", "1,²", "٣", "2147483648", "1,99999999999999999999", "-1", "1e3", "0x10"]
+)
+def test_bad_run_ids_in_the_console_api_are_a_400_naming_ids(
+    operator_client: FlaskClient, ids: str
+) -> None:
+    response = operator_client.get("/admin/api/runs.json", query_string={"ids": ids})
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert response.is_json and response.json["error"]["field"] == "ids"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/admin/connections/2147483648",
+        "/admin/connections/99999999999999999999999",
+        "/admin/connections/0",
+        "/admin/connections/%C2%B2",
+    ],
+)
+def test_huge_connection_ids_in_the_console_are_a_404(
+    operator_client: FlaskClient, path: str
+) -> None:
+    response = operator_client.get(path)
+    assert response.status_code == 404, response.get_data(as_text=True)
+    assert "Traceback" not in response.get_data(as_text=True)
+    token_page = operator_client.get("/admin/").get_data(as_text=True)
+    import re
+
+    token = re.search(r'name="csrf_token" value="([^"]+)"', token_page)
+    if token:
+        response = operator_client.post(f"{path}/resync", data={"csrf_token": token.group(1)})
+        assert response.status_code == 404

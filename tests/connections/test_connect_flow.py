@@ -276,7 +276,9 @@ def test_security_headers_and_cookie_flags(browser: Browser) -> None:
 
 
 def test_secure_cookie_outside_dev(make_settings: Callable[..., Settings]) -> None:
-    settings = make_settings(LINKSYNC_ENV="production", PUBLIC_URL="https://linksync.example.com")
+    from tests.test_settings import STRONG  # production refuses the test fixtures' secrets
+
+    settings = make_settings(**{**STRONG, "PUBLIC_URL": "https://linksync.example.com"})
     migrate.upgrade(settings.database_url)
     app = create_app(settings, services=Services(settings, enqueue=RecordingEnqueue()))
     assert app.config["SESSION_COOKIE_SECURE"] is True

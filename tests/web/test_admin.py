@@ -48,7 +48,9 @@ PAGES = ("/admin/", "/admin/connections", "/admin/failures")
 
 
 def enable_console(settings: Settings) -> None:
-    settings.OPERATOR_USERNAME = "ops"
+    # A name of its own per test: the per-username throttle counts in Redis, which outlives
+    # a test.
+    settings.OPERATOR_USERNAME = f"ops-{uuid.uuid4().hex[:8]}"
     settings.OPERATOR_PASSWORD_HASH = hash_password(PASSWORD)
 
 
@@ -78,7 +80,14 @@ def csrf_token(client: FlaskClient, path: str = "/admin/login") -> str:
     return match.group(1)
 
 
-def login(client: FlaskClient, password: str = PASSWORD, username: str = "ops", **kw: Any) -> Any:
+def operator_name(client: FlaskClient) -> str:
+    return str(client.application.extensions["linksync"].settings.OPERATOR_USERNAME)
+
+
+def login(
+    client: FlaskClient, password: str = PASSWORD, username: str | None = None, **kw: Any
+) -> Any:
+    username = operator_name(client) if username is None else username
     token = csrf_token(client)
     return client.post(
         "/admin/login",
@@ -204,7 +213,7 @@ def test_sign_in_wrong_password_and_sign_out(svc: Services, client: FlaskClient)
     response = login(client, "wrong")
     assert response.status_code == 401 and "Wrong username or password." in response.text
     assert login(client, username="nobody").status_code == 401
-    assert login(client, username="OPS").status_code == 401
+    assert login(client, username=operator_name(client).upper()).status_code == 401
     assert client.get("/admin/").status_code == 302
 
     response = login(client)
@@ -216,6 +225,39 @@ def test_sign_in_wrong_password_and_sign_out(svc: Services, client: FlaskClient)
     response = client.post("/admin/logout", data={"csrf_token": csrf_token(client, "/admin/")})
     assert response.status_code == 303
     assert client.get("/admin/").status_code == 302
+
+
+def test_logout_invalidates_the_session_on_the_server(svc: Services) -> None:
+    client = new_client(svc)
+    assert login(client).status_code == 303
+    cookie = client.get_cookie("linksync_session")
+    assert cookie is not None
+    # A copy of the signed-in cookie, as someone who read it off the wire or the disk has.
+    thief = new_client(svc)
+    thief.set_cookie("linksync_session", cookie.value)
+    assert thief.get("/admin/").status_code == 200
+
+    token = csrf_token(client, "/admin/")
+    assert client.post("/admin/logout", data={"csrf_token": token}).status_code == 303
+    assert client.get("/admin/").status_code == 302
+    # The copy is signed and not expired, but the server has forgotten its session.
+    assert thief.get("/admin/").status_code == 302
+    assert thief.get("/admin/api/activity.json").status_code == 401
+    # A fresh sign-in works again, and another session is unaffected by a logout.
+    other = new_client(svc)
+    assert login(client).status_code == 303 and login(other).status_code == 303
+    client.post("/admin/logout", data={"csrf_token": csrf_token(client, "/admin/")})
+    assert other.get("/admin/").status_code == 200
+
+
+def test_hsts_only_when_public_url_is_https(svc: Services) -> None:
+    plain = create_app(svc.settings, services=svc).test_client()
+    for path in ("/healthz", "/admin/login"):
+        assert "Strict-Transport-Security" not in plain.get(path).headers
+    svc.settings.PUBLIC_URL = "https://linksync.example.net"
+    secure = create_app(svc.settings, services=svc).test_client()
+    for path in ("/healthz", "/admin/login", "/api/v1/openapi.json", "/no/such/page"):
+        assert secure.get(path).headers["Strict-Transport-Security"] == "max-age=31536000"
 
 
 def test_session_is_fresh_permanent_and_lasts_eight_hours(
@@ -259,20 +301,54 @@ def test_sign_in_returns_only_to_console_pages(svc: Services, client: FlaskClien
 # Throttle --------------------------------------------------------------------------------
 
 
-def test_five_failures_throttle_the_pair_for_fifteen_minutes(
+def test_failures_beyond_three_per_client_wait_longer_and_longer(
     svc: Services, client: FlaskClient
 ) -> None:
-    for _ in range(5):
+    for _ in range(3):  # free
         assert login(client, "wrong").status_code == 401
-    # Even the right password is refused now, with a page that says why.
+    response = login(client, "wrong")
+    assert response.status_code == 401 and "Wait 1 second before the next try." in response.text
+    # Even the right password is refused during the wait, with a page that says why.
     response = login(client)
-    assert response.status_code == 429
-    assert response.headers["Retry-After"] == "900"
+    assert response.status_code == 429 and response.headers["Retry-After"] == "1"
     assert "Too many failed sign-ins" in response.text
     assert client.get("/admin/").status_code == 302
+    time.sleep(1.1)
+    assert login(client, "wrong").status_code == 401  # the 5th failure: 2 seconds
+    assert login(client).headers["Retry-After"] == "2"
 
-    # Another address is not locked out by this one's failures.
+    # Another address is not slowed down by this one's failures.
     assert login(new_client(svc)).status_code == 303
+    time.sleep(2.1)
+    assert login(client).status_code == 303  # the right password after the wait
+
+
+def test_the_waits_double_up_to_their_caps() -> None:
+    assert [operators.PER_CLIENT.delay(n) for n in range(1, 16)] == [
+        0, 0, 0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 900, 900
+    ]  # fmt: skip
+    assert [operators.PER_USERNAME.delay(n) for n in (10, 11, 12, 16, 17, 40)] == [
+        0, 1, 2, 32, 60, 60
+    ]  # fmt: skip
+
+
+def test_one_username_guessed_from_many_addresses_is_slowed_for_a_minute_at_most(
+    svc: Services,
+) -> None:
+    # Behind a load balancer without TRUSTED_PROXY_COUNT every client had one address and
+    # 5 failures locked everyone out for 15 minutes; now each address has its own count, and
+    # the username's own count only ever costs a short wait.
+    for _ in range(10):
+        assert login(new_client(svc), "wrong").status_code == 401
+    assert login(new_client(svc), "wrong").status_code == 401  # the 11th: 1 second
+    response = login(new_client(svc))
+    assert response.status_code == 429 and response.headers["Retry-After"] == "1"
+    time.sleep(1.1)
+    operator = new_client(svc)
+    assert login(operator).status_code == 303
+    # The operator's success does not wipe the guesses made from elsewhere.
+    assert login(new_client(svc), "wrong").status_code == 401  # the 12th: 2 seconds
+    assert login(new_client(svc)).headers["Retry-After"] == "2"
 
 
 def test_the_throttle_is_shared_by_every_web_process(svc: Services) -> None:
@@ -281,21 +357,72 @@ def test_the_throttle_is_shared_by_every_web_process(svc: Services) -> None:
     try:
         first, second = new_client(svc), new_client(other_svc)
         second.environ_base["REMOTE_ADDR"] = first.environ_base["REMOTE_ADDR"]
-        for client in (first, second, first, second, first):
+        for client in (first, second, first, second):
             assert login(client, "wrong").status_code == 401
         assert login(second).status_code == 429
     finally:
         other_svc.close()
 
 
-def test_a_successful_sign_in_clears_earlier_failures(svc: Services, client: FlaskClient) -> None:
-    for _ in range(4):
+def test_a_successful_sign_in_clears_the_clients_failures(
+    svc: Services, client: FlaskClient
+) -> None:
+    for _ in range(3):
         assert login(client, "wrong").status_code == 401
     assert login(client).status_code == 303
     client.post("/admin/logout", data={"csrf_token": csrf_token(client, "/admin/")})
-    for _ in range(5):
+    for _ in range(3):
         assert login(client, "wrong").status_code == 401
-    assert login(client, "wrong").status_code == 429
+    assert "Wait 1 second" in login(client, "wrong").text
+
+
+def test_behind_a_trusted_proxy_the_client_is_the_forwarded_address(svc: Services) -> None:
+    def through_proxy(settings_count: int, forwarded_for: str) -> FlaskClient:
+        svc.settings.TRUSTED_PROXY_COUNT = settings_count
+        client = create_app(svc.settings, services=svc).test_client()
+        client.environ_base["REMOTE_ADDR"] = proxy
+        client.environ_base["HTTP_X_FORWARDED_FOR"] = forwarded_for
+        client.environ_base["HTTP_X_FORWARDED_PROTO"] = "https"
+        return client
+
+    proxy = f"10.9.{secrets.randbelow(250)}.1"
+    attacker = f"198.51.100.{secrets.randbelow(250)}"
+    for _ in range(4):
+        assert login(through_proxy(1, attacker), "wrong").status_code == 401
+    assert login(through_proxy(1, attacker)).status_code == 429
+    # Another client behind the same proxy is not held up by the attacker's failures...
+    assert login(through_proxy(1, f"203.0.113.{secrets.randbelow(250)}")).status_code == 303
+    # ...which is what happens without the setting: the proxy's address is everyone's.
+    victim = through_proxy(0, "192.0.2.1")
+    for _ in range(4):
+        assert (
+            login(through_proxy(0, f"192.0.2.{secrets.randbelow(250)}"), "wrong").status_code == 401
+        )
+    assert login(victim).status_code == 429
+    # What the app sees through one trusted proxy: the client's address, scheme and host.
+    svc.settings.TRUSTED_PROXY_COUNT = 1
+    app = create_app(svc.settings, services=svc)
+
+    @app.get("/_whoami")
+    def whoami() -> dict[str, str]:
+        from flask import request
+
+        return {"addr": request.remote_addr or "", "url": request.host_url}
+
+    seen = (
+        app.test_client()
+        .get(
+            "/_whoami",
+            environ_base={"REMOTE_ADDR": proxy},
+            headers={
+                "X-Forwarded-For": "spoofed.by.client, 203.0.113.9",
+                "X-Forwarded-Proto": "https",
+                "X-Forwarded-Host": "linksync.example.net",
+            },
+        )
+        .json
+    )
+    assert seen == {"addr": "203.0.113.9", "url": "https://linksync.example.net/"}
 
 
 # CSRF ------------------------------------------------------------------------------------
@@ -305,7 +432,9 @@ def test_every_form_needs_its_csrf_token(
     svc: Services, client: FlaskClient, enqueued: RecordingEnqueue
 ) -> None:
     cid = add_connection(svc)
-    response = client.post("/admin/login", data={"username": "ops", "password": PASSWORD})
+    response = client.post(
+        "/admin/login", data={"username": operator_name(client), "password": PASSWORD}
+    )
     assert response.status_code == 400 and "Form expired" in response.text
     assert client.get("/admin/").status_code == 302  # not signed in
 
@@ -319,6 +448,41 @@ def test_every_form_needs_its_csrf_token(
     assert enqueued.calls == []
     with svc.db.session() as session:
         assert session.scalars(select(SyncRun).where(SyncRun.connection_id == cid)).all() == []
+
+
+def test_a_form_without_the_session_cookie_says_why(svc: Services) -> None:
+    # PUBLIC_URL is https, so the cookie is Secure: a browser on plain http never sends it back,
+    # and the page must say so instead of "the form expired".
+    svc.settings.PUBLIC_URL = "https://linksync.example.net"
+    app = create_app(svc.settings, services=svc)
+    assert app.config["SESSION_COOKIE_SECURE"] is True
+    over_http = app.test_client()
+    token = csrf_token(over_http)
+    cookie = over_http.get_cookie("linksync_session")
+    assert cookie is not None and cookie.secure
+    # What a browser does with a Secure cookie on an http page: it never sends it back.
+    over_http.delete_cookie("linksync_session")
+    response = over_http.post(
+        "/admin/login",
+        data={"username": operator_name(over_http), "password": PASSWORD, "csrf_token": token},
+    )
+    assert response.status_code == 400
+    assert "did not send the session cookie: is PUBLIC_URL https while you use http?" in (
+        response.text
+    )
+    response = over_http.post("/connect/some-token/authorize", data={"csrf_token": "x"})
+    assert response.status_code == 400 and "did not send the session cookie" in response.text
+
+    # With the cookie (https), a bad token is the usual message.
+    over_https = app.test_client()
+    over_https.get("/admin/login", base_url="https://localhost")
+    response = over_https.post(
+        "/admin/login",
+        data={"username": operator_name(over_https), "password": PASSWORD, "csrf_token": "forged"},
+        base_url="https://localhost",
+    )
+    assert response.status_code == 400 and "Go back, reload" in response.text
+    assert "did not send the session cookie" not in response.text
 
 
 # Pages -----------------------------------------------------------------------------------
@@ -401,9 +565,16 @@ def test_a_connections_page_costs_the_same_queries_for_5_or_60_connections(
     with counting():
         page = client.get("/admin/connections", query_string={"q": org}).text
     assert len(rows_of(page)) == 50
+
     # One query for the page (its total from a window count), one grouped query for the
-    # link counts of the page's connections: no query per row.
-    assert len(statements) == len(few) == 2, statements
+    # link counts of the page's connections: no query per row. (Without Redis, the operator
+    # session check reads the coordination table once per request, whatever the page.)
+    def page_queries(recorded: list[str]) -> list[str]:
+        session_checks = [q for q in recorded if "coordination_keys" in q]
+        assert len(session_checks) <= 1, session_checks
+        return [q for q in recorded if "coordination_keys" not in q]
+
+    assert len(page_queries(statements)) == len(page_queries(few)) == 2, statements
 
 
 def test_connection_page_shows_runs_and_link_errors_first_and_no_secrets(
@@ -532,8 +703,10 @@ def test_dashboard_and_activity_show_running_runs_with_progress(
     assert data["connections"]["active"] >= 1 and data["links"]["error"] >= 1
     assert data["last_hour"]["running"] >= 1
 
-    runs = client.get(f"/admin/api/runs.json?ids={run_id},x,").json["runs"]
+    runs = client.get(f"/admin/api/runs.json?ids={run_id},,").json["runs"]
     assert [(r["id"], r["status"], r["done"]) for r in runs] == [(run_id, "running", 3)]
+    refused = client.get(f"/admin/api/runs.json?ids={run_id},x")
+    assert refused.status_code == 400 and refused.json["error"]["field"] == "ids"
 
 
 def test_failures_list_failed_runs_and_links_in_error(svc: Services, client: FlaskClient) -> None:

@@ -132,6 +132,47 @@ def test_doctor_passes_on_a_healthy_setup_and_fails_loudly(
     assert "FAIL  database" in failed.stdout and "FAIL  source" in failed.stdout
 
 
+def test_doctor_fails_on_each_production_weakness_with_the_start_up_message(
+    make_settings: Callable[..., Settings],
+) -> None:
+    from service.settings import SettingsError, load_settings
+
+    settings = make_settings()
+    migrate.upgrade(settings.database_url)
+    env = {
+        **settings_env(settings),
+        "LINKSYNC_ENV": "production",
+        "SECRET_KEY": "Changeme-Please-7",
+        "TOKEN_ENCRYPTION_KEYS": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        "PUBLIC_URL": "http://linksync.example.net",
+    }
+    env.pop("SOURCE_URL")
+    env.pop("SOURCE_TOKEN")
+    try:
+        load_settings(**{k: v for k, v in env.items() if k in Settings.model_fields})
+    except SettingsError as exc:
+        expected = exc.problems  # what start-up refuses with
+    else:
+        raise AssertionError("production should refuse this configuration")
+    assert len(expected) >= 6
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", "doctor"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    fails = [line for line in done.stdout.splitlines() if line.startswith("FAIL  settings")]
+    assert [line.split(None, 2)[2] for line in fails] == expected
+    for name in ("SECRET_KEY", "TOKEN_ENCRYPTION_KEYS", "CLOSE_CLIENT_ID", "SOURCE_URL"):
+        assert any(name in line for line in fails), name
+    assert "PUBLIC_URL must be an https:// URL" in done.stdout
+    # The other checks still ran.
+    assert "PASS  migrations" in done.stdout and "Changeme-Please" not in done.stdout
+
+
 def test_cli_sync_runs_in_the_foreground_and_prints_counts(
     make_settings: Callable[..., Settings], sandbox: Any, source: Any
 ) -> None:

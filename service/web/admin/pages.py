@@ -20,7 +20,6 @@ from flask import (
     redirect,
     render_template,
     request,
-    session,
     url_for,
 )
 from flask.sansio.blueprints import BlueprintSetupState
@@ -28,7 +27,7 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from service.connections import queries
-from service.errors import DomainError
+from service.errors import DomainError, ValidationFailed
 from service.infra.db import utcnow
 from service.infra.models import ConnectionStatus, Trigger
 from service.sync.triggers import request_sync
@@ -36,14 +35,16 @@ from service.web.admin import presentation
 from service.web.admin.auth import (
     SESSION_LIFETIME,
     LoginThrottle,
+    Throttled,
     authenticate,
     console_enabled,
     current_operator,
+    end_session,
     login_required,
     start_session,
 )
 from service.web.context import db_session, services
-from service.web.errors import error_response, http_error_response
+from service.web.errors import csrf_failure_message, error_response, http_error_response
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,11 @@ LINKS_PER_PAGE = 100
 FAILURES_PER_PAGE = 25
 RECENT_RUNS = 20
 MAX_PAGE = 10_000
+MAX_RUN_IDS = 50
+DB_INT_MAX = 2**31 - 1  # ids are 32-bit integers on PostgreSQL
+# A bounded converter: an id the database cannot hold is simply no such page (404), instead of
+# an out-of-range error from PostgreSQL (a 500).
+CONNECTION_ID = f"int(min=1, max={DB_INT_MAX})"
 
 DISABLED_MESSAGE = (
     "The operator console is disabled. To enable it, set OPERATOR_USERNAME and "
@@ -104,36 +110,58 @@ def login() -> Any:
     username = request.form.get("username", "")[:128]
     password = request.form.get("password", "")[:1024]
     client = request.remote_addr or "unknown"
-    throttle = LoginThrottle(services().coordinator)
+    coordinator = services().coordinator
+    throttle = LoginThrottle(coordinator)
     attempt = throttle.begin(username, client)
-    if attempt is None:
-        log.warning("operator sign-in throttled", extra={"client": client})
-        minutes = throttle.window // 60
-        body = render_template(
-            "admin/error.html",
-            status=429,
-            title="Too many sign-in attempts",
-            message=f"Too many failed sign-ins. Wait {minutes} minutes and try again.",
+    if isinstance(attempt, Throttled):
+        log.warning(
+            "operator sign-in throttled", extra={"client": client, "scope": attempt.scope.name}
         )
-        return Response(body, 429, headers={"Retry-After": str(throttle.window)})
+        return _throttled(attempt.retry_after)
 
     if not authenticate(settings, username, password):
+        wait = throttle.failed(attempt)
         log.warning(
             "operator sign-in failed",
-            extra={"client": client, "known_user": username == settings.OPERATOR_USERNAME},
+            extra={
+                "client": client,
+                "known_user": username == settings.OPERATOR_USERNAME,
+                "wait_seconds": wait,
+            },
         )
         error = "Wrong username or password."
+        if wait:
+            error += f" Wait {_duration(wait)} before the next try."
         return render_template("admin/login.html", error=error, next=target), 401
 
     throttle.succeeded(attempt)
-    start_session(settings, username)
+    start_session(settings, coordinator, username)
     log.info("operator signed in", extra={"client": client})
     return redirect(target, code=303)
 
 
+def _duration(seconds: int) -> str:
+    if seconds < 120:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    return f"{round(seconds / 60)} minutes"
+
+
+def _throttled(retry_after: int) -> Response:
+    body = render_template(
+        "admin/error.html",
+        status=429,
+        title="Too many sign-in attempts",
+        message=(
+            "Too many failed sign-ins. "
+            f"Wait {_duration(retry_after)} and try again; each further failure doubles the wait."
+        ),
+    )
+    return Response(body, 429, headers={"Retry-After": str(retry_after)})
+
+
 @bp.post("/logout")
 def logout() -> Any:
-    session.clear()
+    end_session(services().coordinator)
     return redirect(url_for("web_admin.login"), code=303)
 
 
@@ -165,8 +193,23 @@ def activity() -> Response:
 @login_required
 def runs_json() -> Response:
     """Status and progress of the given runs (the connection page follows its active runs)."""
-    ids = [int(part) for part in request.args.get("ids", "").split(",")[:50] if part.isdigit()]
+    ids = _run_ids(request.args.get("ids", ""))
     return jsonify(runs=[queries.run_json(run) for run in queries.runs_by_id(db_session(), ids)])
+
+
+def _run_ids(text: str) -> list[int]:
+    """A comma-separated list of run ids (empty items ignored). Only ASCII digits inside the
+    database's integer range: `str.isdigit()` also accepts "²", which int() then refuses."""
+    ids = []
+    for part in text.split(",")[:MAX_RUN_IDS]:
+        if not part:
+            continue
+        if not (part.isascii() and part.isdigit()) or not 1 <= int(part) <= DB_INT_MAX:
+            raise ValidationFailed(
+                f"ids must be comma-separated run ids from 1 to {DB_INT_MAX}", field="ids"
+            )
+        ids.append(int(part))
+    return ids
 
 
 @bp.get("/connections")
@@ -195,7 +238,7 @@ def connections() -> Any:
     )
 
 
-@bp.get("/connections/<int:connection_id>")
+@bp.get(f"/connections/<{CONNECTION_ID}:connection_id>")
 @login_required
 def connection_detail(connection_id: int) -> Any:
     db = db_session()
@@ -221,7 +264,7 @@ def connection_detail(connection_id: int) -> Any:
     )
 
 
-@bp.post("/connections/<int:connection_id>/<any(resync, reconcile):action>")
+@bp.post(f"/connections/<{CONNECTION_ID}:connection_id>/<any(resync, reconcile):action>")
 @login_required
 def start_run(connection_id: int, action: str) -> Any:
     db = db_session()
@@ -286,14 +329,18 @@ def _csrf_failed(_exc: CSRFError) -> Response:
     return _error(
         400,
         "csrf_failed",
-        "This form expired or did not come from this console. Go back, reload and try again.",
+        csrf_failure_message(
+            "This form expired or did not come from this console. Go back, reload and try again."
+        ),
         "Form expired",
     )
 
 
 @bp.errorhandler(DomainError)
 def _domain_error(exc: DomainError) -> Response:
-    return _error(exc.status, exc.code, exc.message)
+    return error_response(
+        exc.status, exc.code, exc.message, field=exc.field, template="admin/error.html"
+    )
 
 
 @bp.errorhandler(HTTPException)
