@@ -22,6 +22,7 @@ import psutil
 import requests
 from sqlalchemy import event, text, update
 
+from bench.events_latency import measure as measure_events_latency
 from bench.naive import naive_sync
 from bench.stack import ROOT, Stack, stack
 from service.demo_source.app import generated_event_types
@@ -617,6 +618,11 @@ def worker_memory(quick: bool) -> dict[str, Any]:
     }
 
 
+def events_latency(quick: bool) -> dict[str, Any]:
+    """Change -> event received by the integrator's receiver (bench/events_latency.py)."""
+    return measure_events_latency(20 if quick else 200)
+
+
 SCENARIOS: dict[str, Callable[[bool], Any]] = {
     "initial_one": initial_one,
     "fleet": fleet,
@@ -625,6 +631,7 @@ SCENARIOS: dict[str, Callable[[bool], Any]] = {
     "embedded_webhook_to_close": lambda quick: webhook_to_close(quick, embedded=True),
     "scheduler_tick": scheduler_tick,
     "worker_memory": worker_memory,
+    "events_latency": events_latency,
 }
 
 

@@ -31,6 +31,9 @@ CSP = (
     "form-action 'self' {close}; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
 )
 
+WIDGET_SCRIPT = "/static/connect.js"
+WIDGET_MAX_AGE = 86400
+
 
 def create_app(
     settings: Settings | None = None,
@@ -107,6 +110,11 @@ def create_app(
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         if settings.https:
             response.headers.setdefault("Strict-Transport-Security", HSTS)
+        if request.path == WIDGET_SCRIPT and response.status_code in (200, 304):
+            # Integrators' pages load the widget from here: let browsers and CDNs keep it
+            # for a day (revalidated by ETag after that).
+            response.cache_control.public = True
+            response.cache_control.max_age = WIDGET_MAX_AGE
         if response.mimetype == "text/html":
             response.headers.setdefault("Content-Security-Policy", CSP.format(close=close_origin))
             response.headers.setdefault("Cache-Control", "no-store")

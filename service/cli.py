@@ -312,14 +312,31 @@ def sandbox(
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8200, show_default=True, type=int)
 @click.option("--data", type=click.Path(path_type=Path), default=None)
-def demo_source(host: str, port: int, data: Path | None) -> None:
-    """Run the built-in demo event-type source."""
+@click.option(
+    "--linksync-url",
+    default=None,
+    help="The LinkSync web app the demo settings page connects through (default: PUBLIC_URL).",
+)
+@click.option("--account", default="demo-account", show_default=True, help="The page's account.")
+def demo_source(
+    host: str, port: int, data: Path | None, linksync_url: str | None, account: str
+) -> None:
+    """Run the built-in demo event-type source, with the demo integrator's settings page
+    (/settings: the connect widget, with the first of API_KEYS) and its event receiver
+    (POST /_demo/events, verified with INTEGRATOR_WEBHOOK_SECRET)."""
+    from service.demo_source.integrator import DemoIntegrator
     from service.demo_source.server import run_demo_source
 
     settings = _settings()
     path = data or settings.INSTANCE_PATH / "demo-source.json"
-    click.echo(f"demo source on http://{host}:{port} (data: {path})")
-    run_demo_source(host, port, path, settings.SOURCE_TOKEN)
+    integrator = DemoIntegrator(
+        linksync_url=linksync_url or settings.PUBLIC_URL,
+        api_key=settings.API_KEYS[0] if settings.API_KEYS else None,
+        webhook_secret=settings.INTEGRATOR_WEBHOOK_SECRET,
+        account_id=account,
+    )
+    click.echo(f"demo source on http://{host}:{port} (data: {path}; settings page: /settings)")
+    run_demo_source(host, port, path, settings.SOURCE_TOKEN, integrator)
 
 
 @main.command()

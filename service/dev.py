@@ -36,6 +36,8 @@ from service.web.admin.auth import hash_password, verify_password
 
 DEV_OPERATOR = "admin"
 LOCAL = "http://127.0.0.1"
+DEMO_EVENTS_PATH = "/_demo/events"  # the demo integrator's event receiver (demo source)
+DEMO_SETTINGS_PATH = "/settings"  # the demo integrator's settings page (demo source)
 
 
 class DevError(Exception):
@@ -95,10 +97,27 @@ def _dev_settings(port: int, sandbox_port: int, source_port: int) -> Settings:
         "LOG_FORMAT": "console",
     }
     unset = {k: v for k, v in defaults.items() if k not in settings.model_fields_set}
+    source_url = defaults["SOURCE_URL"]
+    if unset.get("SOURCE_URL", settings.SOURCE_URL) == source_url:
+        unset.update(_demo_integrator_settings(settings, source_url))
     if not unset:
         return settings
     os.environ.update(unset)
     return load_settings_or_exit(**unset)
+
+
+def _demo_integrator_settings(settings: Settings, source_url: str) -> dict[str, str]:
+    """The demo source also plays the integrator: its settings page opens the connect widget
+    (so its origin must be allowed) and its receiver gets the events (signed with a secret
+    made for this run), unless the environment already says where events go."""
+    values: dict[str, str] = {}
+    origins = list(settings.RETURN_URL_ALLOWED_ORIGINS)
+    if source_url not in origins:
+        values["RETURN_URL_ALLOWED_ORIGINS"] = ",".join([*origins, source_url])
+    if "INTEGRATOR_WEBHOOK_URL" not in settings.model_fields_set:
+        values["INTEGRATOR_WEBHOOK_URL"] = f"{source_url}{DEMO_EVENTS_PATH}"
+        values["INTEGRATOR_WEBHOOK_SECRET"] = secrets.token_urlsafe(32)
+    return values
 
 
 @contextlib.contextmanager
@@ -235,6 +254,7 @@ def _run_children(
                 "demo-source",
                 *("-m", "service.cli", "demo-source", "--port", source_port),
                 *("--data", str(demo_data)),
+                *("--linksync-url", settings.PUBLIC_URL, "--account", account),
             )
             _wait_http(child, f"{settings.SOURCE_URL}/_demo/stats")
         celery = ["-m", "celery", "-A", "workers.main"]
@@ -266,6 +286,7 @@ def _run_children(
                 operator=operator,
                 sandbox_state=sandbox_state if sandbox else None,
                 demo_data=demo_data if source else None,
+                settings_page=f"{settings.SOURCE_URL}{DEMO_SETTINGS_PATH}" if source else None,
                 logs=[child.log_path for child in children],
             )
         )
@@ -349,6 +370,7 @@ def _summary(
     operator: Operator | None,
     sandbox_state: Path | None,
     demo_data: Path | None,
+    settings_page: str | None,
     logs: list[Path],
 ) -> str:
     web = f"{LOCAL}:{port}"
@@ -379,6 +401,16 @@ def _summary(
         f"  API key          in {s.INSTANCE_PATH}/dev-api-keys (or API_KEYS)",
         f"  logs             {log_dir}/<name>.log ({names})",
         "",
+        *(
+            [
+                "  Try it as the integrator's customer: open the demo settings page and click",
+                "  Connect to Close (events from LinkSync are listed there too):",
+                f"    {settings_page}",
+                "",
+            ]
+            if settings_page
+            else []
+        ),
         "  After editing the data file, push the change at once with:",
         f"    .venv/bin/linksync webhook {account}",
         "",

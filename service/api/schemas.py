@@ -133,7 +133,12 @@ class WebhookIn(BaseModel):
 
 class ConnectSessionOut(BaseModel):
     token: str
-    connect_url: str
+    connect_url: str = Field(
+        description="PUBLIC_URL/connect/<token>, single use. Send the admin's browser there, "
+        "or open it with the connect widget: LinkSync.connect({url: connect_url}) from "
+        "PUBLIC_URL/static/connect.js, which adds ?widget_origin=<your page's origin> (one of "
+        "RETURN_URL_ALLOWED_ORIGINS) and resolves with the outcome"
+    )
     expires_at: datetime
 
 

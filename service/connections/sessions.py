@@ -69,6 +69,35 @@ def validate_return_url(return_url: object, settings: Settings) -> str | None:
     return return_url
 
 
+WIDGET_ORIGIN_MAX = 255
+
+
+def validate_widget_origin(origin: object, settings: Settings) -> str:
+    """The origin of the page that opened the connect widget: exactly one of
+    RETURN_URL_ALLOWED_ORIGINS (scheme://host[:port], nothing more), since the popup will
+    post the outcome to it."""
+    if not isinstance(origin, str) or not origin or len(origin) > WIDGET_ORIGIN_MAX:
+        raise ValidationFailed("widget_origin must be an origin string", field="widget_origin")
+    parts = urlsplit(origin)
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.netloc
+        or f"{parts.scheme}://{parts.netloc}" != origin
+    ):
+        raise ValidationFailed(
+            "widget_origin must be an origin (scheme://host[:port]) with no path",
+            field="widget_origin",
+        )
+    allowed = {o.rstrip("/") for o in settings.RETURN_URL_ALLOWED_ORIGINS}
+    if origin not in allowed:
+        raise ValidationFailed(
+            "widget_origin is not in RETURN_URL_ALLOWED_ORIGINS, so this page cannot be told "
+            "the result",
+            field="widget_origin",
+        )
+    return origin
+
+
 def _serializer(settings: Settings) -> URLSafeSerializer:
     return URLSafeSerializer(settings.SECRET_KEY or "", salt="linksync-connect-session")
 

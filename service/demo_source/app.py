@@ -30,6 +30,8 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
+from service.demo_source.integrator import DemoIntegrator, register_integrator
+
 MAX_PAGE = 500
 
 DEFAULT_SET = [
@@ -352,11 +354,14 @@ def create_demo_source_app(
     page_size: int = 100,
     faults: DemoFaults | None = None,
     stats: Stats | None = None,
+    integrator: DemoIntegrator | None = None,
 ) -> Flask:
     app = Flask(__name__)
     faults = faults or DemoFaults()
     stats = stats or Stats()
     app.extensions["demo"] = (store, faults, stats)
+    if integrator is not None:
+        register_integrator(app, integrator)
 
     def error(status: int, message: str) -> tuple[Response, int]:
         stats.hit(str(status) if status in (304, 404) else "errors")

@@ -7,6 +7,8 @@ headers survive (Allow on 405), and a page never shows a stack trace.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from flask import Response, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
@@ -29,6 +31,7 @@ def error_response(
     field: str | None = None,
     template: str = "error.html",
     title: str | None = None,
+    context: Mapping[str, object] | None = None,
 ) -> Response:
     if wants_json():
         body: dict[str, object] = {"code": code, "message": message}
@@ -43,6 +46,7 @@ def error_response(
         code=code,
         message=message,
         title=title or HTTP_STATUS_CODES.get(status, "Error"),
+        **(context or {}),
     )
     return Response(page, status, mimetype="text/html")
 

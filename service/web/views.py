@@ -1,5 +1,12 @@
 """The org admin's pages: connect (a single-use link), the OAuth callback, and the status view
-(Sync now, Disconnect) reached through this browser's manage session, not the connect link."""
+(Sync now, Disconnect) reached through this browser's manage session, not the connect link.
+
+The connect widget (static/connect.js) opens the connect link in a popup with
+`?widget_origin=<the integrator page's origin>`. The connect page checks that origin against
+RETURN_URL_ALLOWED_ORIGINS and keeps it in this browser's session, keyed by the connect
+session; the page that ends the flow (the status view after a success, the declined page, an
+error page) then carries the outcome in `data-` attributes for static/connect-done.js, which
+posts it to exactly that origin and closes the popup."""
 
 from __future__ import annotations
 
@@ -29,8 +36,9 @@ from service.connections.sessions import (
     load_connect_token,
     manage_session_connection,
     resolve_connect_token,
+    validate_widget_origin,
 )
-from service.errors import Conflict, Gone, ValidationFailed
+from service.errors import Conflict, DomainError, Gone, ValidationFailed
 from service.infra.models import (
     Connection,
     ConnectionStatus,
@@ -39,12 +47,16 @@ from service.infra.models import (
 )
 from service.sync.triggers import request_coalesced_sync
 from service.web.context import db_session, services
+from service.web.errors import error_response
 
 bp = Blueprint("web_views", __name__)
 
 BINDING_KEY = "oauth_binding"
 MANAGE_KEY = "manage_session"
 LINKS_SHOWN = 200
+WIDGET_FLOWS_KEY = "widget_flows"  # {connect session id: opener's origin}
+WIDGET_DONE_KEY = "widget_done"  # the outcome, for the status view the callback redirects to
+WIDGET_FLOWS_KEPT = 5  # a few flows in parallel tabs; the cookie stays small
 
 
 def _browser_binding() -> str:
@@ -87,6 +99,46 @@ def _to_status() -> Any:
     return redirect(url_for("web_views.status_page"), code=303)
 
 
+# Widget -------------------------------------------------------------------------------------
+
+
+def _remember_widget_flow(connect_id: str, origin: str) -> None:
+    flows = dict(session.get(WIDGET_FLOWS_KEY) or {})
+    flows.pop(connect_id, None)
+    flows[connect_id] = origin
+    session[WIDGET_FLOWS_KEY] = dict(list(flows.items())[-WIDGET_FLOWS_KEPT:])
+
+
+def _take_widget_flow(connect_id: str | None) -> str | None:
+    """The opener's origin of this connect flow (or, when the callback could not tell which
+    flow it ends, of this browser's latest one), forgotten once its outcome is sent."""
+    flows = dict(session.get(WIDGET_FLOWS_KEY) or {})
+    if not flows:
+        return None
+    key = connect_id if connect_id in flows else None
+    if key is None and connect_id is None:
+        key = list(flows)[-1]
+    origin = flows.pop(key, None) if key is not None else None
+    session[WIDGET_FLOWS_KEY] = flows
+    return origin if isinstance(origin, str) else None
+
+
+def _widget_outcome(origin: str | None, status: str, account_id: str | None) -> dict[str, Any]:
+    if origin is None:
+        return {}
+    return {"widget": {"origin": origin, "status": status, "account_id": account_id or ""}}
+
+
+def _widget_error(exc: DomainError, origin: str | None, account_id: str | None) -> Response:
+    return error_response(
+        exc.status,
+        exc.code,
+        exc.message,
+        field=exc.field,
+        context=_widget_outcome(origin, "error", account_id),
+    )
+
+
 # Connect ------------------------------------------------------------------------------------
 
 
@@ -94,16 +146,28 @@ def _to_status() -> Any:
 def connect_page(token: str) -> Any:
     db = db_session()
     settings = services().settings
-    connect = load_connect_token(db, settings, token)
+    raw_origin = flask_request.args.get("widget_origin")
+    # An origin not allowed is refused before anything else: nothing is ever posted to it.
+    origin = None if raw_origin is None else validate_widget_origin(raw_origin, settings)
+    try:
+        connect = load_connect_token(db, settings, token)
+    except DomainError as exc:
+        return _widget_error(exc, origin, None)
     try:
         check_connect_usable(db, settings, connect)
-    except Gone:
+    except Gone as exc:
         # A used or expired link, reopened by the browser that connected: its status view.
         if has_manage_session(
             db, settings, session.get(MANAGE_KEY), session.get(BINDING_KEY), connect.account_id
         ):
+            if origin is not None:
+                session[WIDGET_DONE_KEY] = _widget_outcome(origin, "connected", connect.account_id)[
+                    "widget"
+                ]
             return _to_status()
-        raise
+        return _widget_error(exc, origin, connect.account_id)
+    if origin is not None:
+        _remember_widget_flow(connect.id, origin)
     connection = _connection_of(db, connect)
     return render_template(
         "connect.html",
@@ -136,9 +200,12 @@ def callback() -> Any:
     except CallbackReplayed:
         db.rollback()
         return _to_status()
+    except DomainError as exc:
+        db.rollback()
+        return _widget_error(exc, _take_widget_flow(None), None)
     assert isinstance(binding, str)  # check_state refuses a browser without one
     try:
-        _connection, manage = finish_authorization(
+        connection, manage = finish_authorization(
             db,
             services(),
             connect=connect,
@@ -149,10 +216,22 @@ def callback() -> Any:
     except ConsentDeclined as exc:
         db.commit()  # the state is used up either way
         token = connect_token_for(services().settings, connect.id)
-        return render_template("declined.html", token=token, message=exc.message), 400
+        widget = _widget_outcome(_take_widget_flow(connect.id), "declined", connect.account_id)
+        return render_template("declined.html", token=token, message=exc.message, **widget), 400
+    except DomainError as exc:
+        db.rollback()  # as before the widget: a failed callback stores nothing
+        return _widget_error(exc, _take_widget_flow(connect.id), connect.account_id)
     db.commit()  # the first sync is enqueued after this commit
     _remember_manage(manage.id)
     session["notice"] = "Connected. The first sync has started."
+    origin = _take_widget_flow(connect.id)
+    if origin is not None:
+        # In the widget's popup: the status view tells the opener and closes; return_url is
+        # for the full-page flow (the fallback when popups are blocked).
+        session[WIDGET_DONE_KEY] = _widget_outcome(origin, "connected", connection.account_id)[
+            "widget"
+        ]
+        return _to_status()
     return redirect(connect.return_url or url_for("web_views.status_page"), code=303)
 
 
@@ -173,8 +252,13 @@ def manage_link(token: str) -> Any:
 def status_page() -> Any:
     db = db_session()
     connection = _managed_connection(db)
+    done = session.pop(WIDGET_DONE_KEY, None)
+    widget = done if isinstance(done, dict) else None
     return render_template(
-        "status.html", notice=session.pop("notice", None), **_status_context(db, connection)
+        "status.html",
+        notice=session.pop("notice", None),
+        widget=widget,
+        **_status_context(db, connection),
     )
 
 

@@ -53,6 +53,14 @@ def test_dev_prints_its_summary_last_refuses_a_second_run_and_stops_on_sigterm(
         assert "ready." in (logs / "worker.log").read_text()
         assert str(instance / "sandbox-state.json") in output
 
+        # The demo integrator's settings page: printed, served, and able to make a connect
+        # session with the dev API key (the widget and its events are tests/e2e/test_widget.py).
+        settings_page = f"http://127.0.0.1:{ports[2]}/settings"
+        assert f"\n    {settings_page}\n" in output, output
+        assert "Connect to Close" in requests.get(settings_page, timeout=10).text
+        made = requests.post(f"http://127.0.0.1:{ports[2]}/_demo/connect-session", timeout=10)
+        assert made.ok and made.json()["connect_url"].startswith(f"{web}/connect/"), made.text
+
         # The operator console is on, with the generated password the summary shows.
         match = re.search(r"user admin, password (\S+)", output)
         assert match, output
