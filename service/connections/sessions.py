@@ -12,6 +12,7 @@ import hmac
 import secrets
 import unicodedata
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import select, update
