@@ -147,11 +147,14 @@ def make_settings(tmp_path: Path, sandbox: Any, source: Any) -> Callable[..., Se
 def forget_connections(url: str) -> None:
     """The session's PostgreSQL database outlives each test: drop the connections earlier
     tests left (all as the sandbox's Jane), or a new connect as her would be refused as a
-    second account for one Close user."""
+    second account for one Close user; and their outbound events, or a test's deliverer
+    would be busy posting other tests' events."""
     from sqlalchemy import create_engine, text
 
     engine = create_engine(url)
     with engine.begin() as conn:
+        conn.execute(text("DELETE FROM event_attempts"))
+        conn.execute(text("DELETE FROM events"))
         conn.execute(text("DELETE FROM connections"))
     engine.dispose()
 

@@ -10,7 +10,7 @@ from service.close.tokens import store_tokens
 from service.infra.db import utcnow
 from service.infra.models import Connection, ConnectionStatus
 from service.services import Services
-from service.settings import SANDBOX_CLIENT_ID
+from service.settings import SANDBOX_CLIENT_ID, Settings
 
 INTEGRATION_WRITE = (
     "POST /scheduling_link/integration/",
@@ -94,3 +94,14 @@ def expected_fields(item: dict[str, Any]) -> dict[str, Any]:
         "source_type": item["kind"],
         "duration_in_minutes": item["duration_minutes"],
     }
+
+
+def worker_alive(settings: Settings) -> None:
+    """Record a worker heartbeat as a running worker does (what `linksync doctor` reads)."""
+    from service.infra import heartbeats
+
+    svc = Services(settings, enqueue=lambda *_: None)
+    try:
+        heartbeats.record(svc.coordinator, "test-worker")
+    finally:
+        svc.close()

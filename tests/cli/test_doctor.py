@@ -10,6 +10,7 @@ from typing import Any
 from service.infra import migrate
 from service.settings import Settings
 from tests.conftest import settings_env
+from tests.helpers import worker_alive
 
 
 def test_doctor_explains_why_an_unauthenticated_4xx_passes(
@@ -17,6 +18,7 @@ def test_doctor_explains_why_an_unauthenticated_4xx_passes(
 ) -> None:
     settings = make_settings()
     migrate.upgrade(settings.database_url)
+    worker_alive(settings)  # a healthy setup has a worker that reports in
     done = subprocess.run(
         [sys.executable, "-m", "service.cli", "doctor"],
         env=settings_env(settings),

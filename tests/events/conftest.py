@@ -38,8 +38,12 @@ def event_settings(
         settings = make_settings(**overrides)
         migrate.upgrade(settings.database_url)
         return settings
+    from tests.conftest import forget_connections
+
+    pg_url = request.getfixturevalue("pg_url")
+    forget_connections(pg_url)  # other tests' events would be delivered to this receiver too
     return make_settings(
-        DATABASE_URL=request.getfixturevalue("pg_url"),
+        DATABASE_URL=pg_url,
         REDIS_URL=request.getfixturevalue("redis_url"),
         **overrides,
     )

@@ -13,7 +13,7 @@ from service.infra.models import DeliveryState, Event
 from service.jobs import make_celery, send_deliver_events, wake_events_with
 from service.services import Services
 from service.settings import Settings
-from tests.conftest import RecordingEnqueue, new_account, wait_until
+from tests.conftest import RecordingEnqueue, forget_connections, new_account, wait_until
 from tests.events.conftest import INTEGRATOR_SECRET
 from tests.events.receiver import Receiver
 from tests.events.test_delivery import emit
@@ -29,6 +29,7 @@ def test_killed_mid_delivery_the_event_is_delivered_after_restart(
     start_worker: Callable[..., Any],
 ) -> None:
     recv, url = receiver
+    forget_connections(pg_url)  # no other test's events queue up before ours
     settings = make_settings(
         DATABASE_URL=pg_url,
         REDIS_URL=redis_url,

@@ -17,7 +17,7 @@ from service.services import Services
 from service.settings import Settings
 from service.sync.runner import run_sync
 from tests.conftest import ROOT, RecordingEnqueue, new_account, settings_env
-from tests.helpers import connect_directly, event_type
+from tests.helpers import connect_directly, event_type, worker_alive
 
 
 def app_for(settings: Settings) -> Any:
@@ -105,6 +105,7 @@ def test_doctor_passes_on_a_healthy_setup_and_fails_loudly(
     settings = make_settings()
     migrate.upgrade(settings.database_url)
     env = settings_env(settings)
+    worker_alive(settings)  # a healthy setup has a worker that reports in
     done = subprocess.run(
         [sys.executable, "-m", "service.cli", "doctor"],
         cwd=ROOT,
@@ -191,7 +192,8 @@ def test_cli_sync_runs_in_the_foreground_and_prints_counts(
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert "succeeded - created 3, updated 0, deleted 0, unchanged 0, failed 0" in done.stdout
+    assert "succeeded in " in done.stdout
+    assert "created 3, updated 0, deleted 0, unchanged 0, failed 0" in done.stdout
     missing = subprocess.run(
         [sys.executable, "-m", "service.cli", "sync", "no-such-account"],
         cwd=ROOT,
