@@ -7,10 +7,12 @@ on ServiceTask, which holds the process's Services (bound once by workers.main).
 from __future__ import annotations
 
 import logging
+import time
 from typing import ClassVar
 
 import redis
 from celery import Celery, Task
+from sqlalchemy import text
 from sqlalchemy.exc import DisconnectionError, OperationalError
 
 from service.connections.housekeeping import clean_up
@@ -37,7 +39,24 @@ BUSY_RETRIES = 20
 # The database or Redis went away during the task: retry after this long (the run that
 # crashed was marked failed, or will be by the next lock holder, and its request restored).
 OUTAGE_RETRY_SECONDS = 5.0
+OUTAGE_WAIT_SECONDS = 300.0
 OUTAGES = (OperationalError, DisconnectionError, redis.ConnectionError, redis.TimeoutError)
+
+
+def wait_for_backends(svc: Services, timeout: float, poll: float = 1.0) -> bool:
+    """Block until Redis (when configured) and the database answer, or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if svc.redis is not None:
+                svc.redis.ping()
+            with svc.db.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(poll)
 
 
 class ServiceTask(Task):
@@ -90,12 +109,28 @@ def sync_connection(
             kwargs={"reconcile": reconcile, "follow_up": True},
         ) from None
     except OUTAGES as exc:
+        # The run put its request back in the database (when the database was there), so the
+        # scheduler tick re-sends it. A retry is only a faster path: with the broker down it
+        # cannot be published, and raising then would make Celery reject a message over a
+        # dead connection, which can leave the consumer stuck; so end quietly instead.
         log.warning("sync interrupted by an outage; retrying", extra={"error": type(exc).__name__})
-        raise task.retry(
-            countdown=clamp_countdown(task.app, OUTAGE_RETRY_SECONDS),
-            args=[connection_id, trigger, None],
-            kwargs={"reconcile": reconcile, "skip_if_running": skip_if_running},
-        ) from None
+        # Hold this task until the broker and the database answer again: Celery acks (or
+        # rejects) the message when the task returns, and an ack that fails over a dead
+        # connection leaves the message counted as reserved for ever, so a worker whose every
+        # thread did that stops consuming (prefetch exhausted) even after the broker is back.
+        wait_for_backends(svc, OUTAGE_WAIT_SECONDS)
+        try:
+            task.retry(
+                countdown=clamp_countdown(task.app, OUTAGE_RETRY_SECONDS),
+                args=[connection_id, trigger, None],
+                kwargs={"reconcile": reconcile, "skip_if_running": skip_if_running},
+                throw=False,
+            )
+        except Exception as retry_exc:
+            log.warning(
+                "could not schedule the retry; the durable request will be re-sent",
+                extra={"error": type(retry_exc).__name__},
+            )
     finally:
         logs.clear()
 
