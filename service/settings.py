@@ -142,7 +142,7 @@ class Settings(BaseSettings):
     CLOSE_CONCURRENCY: int = Field(default=4, ge=1, le=32)
     # Requests/s per token and endpoint group: the most we ever send (the org gets 3x);
     # Close's RateLimit header only ever slows us below it.
-    CLOSE_RATE_PER_SECOND: float = Field(default=10.0, gt=0, le=1000)
+    CLOSE_RATE_PER_SECOND: float = Field(default=10.0, gt=0, le=100_000)
 
     PUBLIC_URL: str = "http://127.0.0.1:5000"
     ALLOW_INSECURE_PUBLIC_URL: bool = False
