@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from service.errors import Conflict
@@ -58,3 +58,18 @@ def request_coalesced_sync(svc: Services, connection_id: int, trigger: Trigger |
         svc.coordinator.pop_flag(locks.pending_flag(connection_id))
         raise
     return True
+
+
+def request_team_follow_up(svc: Services, session: Session, account_id: str) -> bool:
+    """A member's links appeared in or left Close (their run, their disconnect): resync the
+    account's admin connection soon, coalesced, so its shared-link mappings switch between
+    the member's own link and the assignment url without waiting for the schedule. Call it
+    after the change is committed. Returns True when a run was enqueued."""
+    admin = session.scalar(
+        select(Connection).where(
+            Connection.account_id == account_id, Connection.member_id.is_(None)
+        )
+    )
+    if admin is None or not admin.syncable:
+        return False
+    return request_coalesced_sync(svc, admin.id, Trigger.TEAM)
