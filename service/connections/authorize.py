@@ -140,7 +140,12 @@ def _completed_here(session: Session, pending: OAuthState) -> bool:
     if connect is None or connect.completed_at is None:
         return False
     connection = session.scalar(
-        select(Connection).where(Connection.account_id == connect.account_id)
+        select(Connection).where(
+            Connection.account_id == connect.account_id,
+            Connection.member_id == connect.member_id
+            if connect.member_id is not None
+            else Connection.member_id.is_(None),
+        )
     )
     return connection is not None and connection.status == ConnectionStatus.ACTIVE
 
