@@ -327,6 +327,9 @@ class SyncEngine:
                 error=f"team members could not be read: {exc}",
             )
         roster = Team(complete=listing is None or listing.complete)
+        # Only the admin connection records the roster (one writer: its runs never overlap);
+        # members' runs of the same account run at the same time and only read it.
+        writes_roster = connection.member_id is None
         if listing is not None and not listing.complete:
             roster.error = listing.error or "team members listing incomplete"
         for item in read:
@@ -336,6 +339,8 @@ class SyncEngine:
             email = item.get("email") if isinstance(item.get("email"), str) else None
             name = item.get("name") if isinstance(item.get("name"), str) else None
             roster.members[member] = email
+            if not writes_roster:
+                continue
             row = saved.get(member)
             if row is None:
                 row = TeamMember(account_id=connection.account_id, member_id=member)
@@ -343,7 +348,7 @@ class SyncEngine:
                 saved[member] = row
             if (row.email, row.name) != (email and email[:320], name and name[:255]):
                 row.email, row.name = email and email[:320], name and name[:255]
-        if roster.complete:
+        if roster.complete and writes_roster:
             for member, row in saved.items():
                 if member not in roster.members:
                     session.delete(row)

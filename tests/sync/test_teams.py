@@ -405,3 +405,27 @@ def test_a_member_connecting_through_the_callback_writes_coverage_changed(
         {"member_id": "m_dave", "change": "connected", "covered": True, "reason": None}
     ]
     assert connected.data["connected"] == 2  # Jane through the admin connection, and Dave
+
+
+def test_members_first_runs_at_the_same_time_all_succeed(
+    services: Services, sandbox: Any, source: Any
+) -> None:
+    """Found by the team_org benchmark: members' runs of one account run concurrently, and
+    each used to insert the roster rows, so all but one crashed on the unique key. Only the
+    admin connection records the roster now; members' runs read it from the source."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from service.infra.models import TeamMember
+
+    account, _admin = small_team(services, sandbox, source)
+    members = [
+        connect_directly(services, sandbox, account, user_id=f"user_{name}", member_id=f"m_{name}")
+        for name in ("bob", "dave")
+    ]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runs = list(pool.map(lambda cid: sync(services, cid), members))
+    assert [run.status for run in runs] == ["succeeded", "succeeded"], [r.error for r in runs]
+    with services.db.session() as session:
+        assert (
+            session.scalars(select(TeamMember).where(TeamMember.account_id == account)).all() == []
+        )
