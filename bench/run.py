@@ -623,6 +623,89 @@ def events_latency(quick: bool) -> dict[str, Any]:
     return measure_events_latency(20 if quick else 200)
 
 
+def team_org(quick: bool) -> dict[str, Any]:
+    """A team org: every member's own connection (3 personal types each, 5 managed types
+    assigned to everyone) and the admin's shared links with one mapping per member and type,
+    all under one org budget. Members sync first (enqueued at once); each member's run asks
+    for the admin's coalesced run, which maps them to their own links. Done when every member
+    run finished and every mapping targets the member's own link. The bound is the Close
+    writes made divided by the per-org rate; then a no-change resync of every connection."""
+    from bench import team
+
+    members, personal_each, managed = (5, 3, 5) if quick else (200, 3, 5)
+    rate_token, rate_org = 20.0, 60.0
+    account = "bench-team"
+    with stack(latency_ms=40, rate_per_token=rate_token, rate_per_org=rate_org) as s:
+        items, roster = team.team_source(account, members, personal_each, managed)
+        team.write_team_source(s, account, items, roster)
+        admin, member_conns = team.create_team_connections(s, account, members)
+        s.start_workers(2, threads=8)
+        enqueue = celery_enqueue(s.settings)
+        since = s.max_run_id()
+        s.sandbox("/_sandbox/reset-calls")
+        started = time.monotonic()
+        for cid in member_conns:
+            enqueue(cid, "manual", None)
+        deadline = time.monotonic() + (120 if quick else 900)
+        expected_maps = members * managed
+        while time.monotonic() < deadline:
+            done = [r for r in s.runs_finished(since) if r.connection_id != admin]
+            if (
+                len(done) >= members
+                and team.mapped_to_user_links(s, account) >= expected_maps
+                and team.active_runs(s) == 0
+            ):
+                break
+            time.sleep(0.1)
+        ours = time.monotonic() - started
+        runs = s.runs_finished(since)
+        calls = s.calls()
+        writes = team.team_writes(calls)
+        admin_runs = [r for r in runs if r.connection_id == admin]
+        member_runs = [r for r in runs if r.connection_id != admin]
+        ideal = members * (personal_each + managed) + managed + expected_maps
+        complete = team.mapped_to_user_links(s, account) >= expected_maps and sum(
+            r.created for r in member_runs
+        ) == members * (personal_each + managed)
+        # No change anywhere: every connection resyncs, and Close gets no write.
+        time.sleep(1.0)
+        since = s.max_run_id()
+        s.sandbox("/_sandbox/reset-calls")
+        resync_started = time.monotonic()
+        for cid in [*member_conns, admin]:
+            enqueue(cid, "manual", None)
+        wait_runs(s, since, members + 1, timeout=300)
+        resync = time.monotonic() - resync_started
+        resync_writes = team.team_writes(s.calls())
+    bound = writes / rate_org
+    return {
+        "params": {
+            "members": members,
+            "personal_per_member": personal_each,
+            "managed_types": managed,
+            "latency_ms": 40,
+            "limit_per_token": rate_token,
+            "limit_per_org": rate_org,
+        },
+        "ours": {
+            "seconds": round(ours, 2),
+            "close_writes": writes,
+            "minimal_writes": ideal,
+            "fraction_of_bound": round(ours / bound, 3) if bound else None,
+            "429s": calls.get("429", 0),
+            "admin_runs": len(admin_runs),
+            "member_runs": len(member_runs),
+            "complete": complete,
+            "no_change_resync": {"seconds": round(resync, 2), "writes": resync_writes},
+        },
+        "baseline": None,
+        "bound_seconds": round(bound, 2),
+        "ratio": None,
+        "target": "initial <= 1.15 x (Close writes / per-org rate); no-change resync 0 writes",
+        "pass": complete and ours <= 1.15 * bound and resync_writes == 0,
+    }
+
+
 SCENARIOS: dict[str, Callable[[bool], Any]] = {
     "initial_one": initial_one,
     "fleet": fleet,
@@ -632,6 +715,7 @@ SCENARIOS: dict[str, Callable[[bool], Any]] = {
     "scheduler_tick": scheduler_tick,
     "worker_memory": worker_memory,
     "events_latency": events_latency,
+    "team_org": team_org,
 }
 
 

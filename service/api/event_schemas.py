@@ -96,6 +96,10 @@ class LinksErrorsChangedData(BaseModel):
 
 class MemberCoverage(BaseModel):
     member_id: str
+    change: Literal["connected", "disconnected", "matched", "unmatched"] = Field(
+        description="What happened: their own connection became active or ended, or their "
+        "email now matches (or no longer matches) a Close user of the organization"
+    )
     covered: bool
     reason: str | None = Field(description="Why the member is not covered")
 
@@ -108,7 +112,10 @@ class CoverageChangedData(BaseModel):
     mapped_only: int
     unmatched: int
     total: int
-    changed_members: list[MemberCoverage] = Field(description="Members whose coverage changed")
+    changed_members: list[MemberCoverage] = Field(
+        description="Members whose coverage changed (at most 50 listed)"
+    )
+    changed_members_total: int = Field(description="How many members changed in all")
 
 
 class _EventBase(BaseModel):

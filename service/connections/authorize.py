@@ -40,6 +40,7 @@ from service.infra.models import (
 )
 from service.services import Services
 from service.settings import Settings
+from service.sync import coverage as team_coverage
 from service.sync.team import normalize_email
 from service.sync.triggers import request_sync
 
@@ -139,7 +140,12 @@ def _completed_here(session: Session, pending: OAuthState) -> bool:
     if connect is None or connect.completed_at is None:
         return False
     connection = session.scalar(
-        select(Connection).where(Connection.account_id == connect.account_id)
+        select(Connection).where(
+            Connection.account_id == connect.account_id,
+            Connection.member_id == connect.member_id
+            if connect.member_id is not None
+            else Connection.member_id.is_(None),
+        )
     )
     return connection is not None and connection.status == ConnectionStatus.ACTIVE
 
@@ -235,6 +241,7 @@ def complete_authorization(
         )
     )
     previous_refresh: str | None = None
+    was_active = connection is not None and connection.status == ConnectionStatus.ACTIVE
     if connection is None:
         connection = Connection(
             account_id=connect.account_id, member_id=connect.member_id, token_generation=0
@@ -267,6 +274,13 @@ def complete_authorization(
     store_tokens(connection, tokens, svc.cipher, svc.settings.TOKEN_REFRESH_MARGIN_SECONDS)
     outbox.record_connected(session, connection)  # before the flush: the row tells new or known
     session.flush()
+    if connect.member_id is not None and not was_active:
+        team_coverage.record_changed(
+            session,
+            connect.account_id,
+            {connect.member_id: team_coverage.Change.CONNECTED},
+            connection_id=connection.id,
+        )
     if previous_refresh:
         _revoke_after_commit(session, svc, previous_refresh, connection.id)
     request_sync(session, svc, connection, Trigger.CONNECT)

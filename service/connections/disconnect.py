@@ -16,15 +16,21 @@ from service.infra import locks, outbox
 from service.infra.coordination import LockNotAcquired, held_lock
 from service.infra.crypto import TokenDecryptError
 from service.infra.db import utcnow
-from service.infra.models import Connection, ConnectionStatus, SyncedLink
+from service.infra.models import Connection, ConnectionStatus, SharedLink, SyncedLink
 from service.services import Services
+from service.sync import coverage as team_coverage
+from service.sync.triggers import request_team_follow_up
 
 log = logging.getLogger(__name__)
 
 
 def disconnect(svc: Services, connection_id: int, *, keep_links: bool) -> Connection:
-    """Remove our links from Close (unless keep_links), revoke the grant, wipe the tokens and
-    keep the connection as a disconnected record. Idempotent. Commits its own work."""
+    """Remove our links from Close (unless keep_links; for the admin connection of a team, our
+    shared links too), revoke the grant, wipe the tokens and keep the connection as a
+    disconnected record. With keep_links the shared-link records stay, so connecting again
+    adopts those shared links instead of making second ones. A member's disconnect asks for
+    the admin's follow-up run (its mappings return to the assignment urls). Idempotent.
+    Commits its own work."""
     try:
         # Hold the sync lock: a run must not re-create links while we remove them.
         with held_lock(
@@ -33,9 +39,15 @@ def disconnect(svc: Services, connection_id: int, *, keep_links: bool) -> Connec
             ttl=locks.sync_lock_ttl(svc.settings),
             wait=locks.DISCONNECT_LOCK_WAIT,
         ):
-            return _disconnect_locked(svc, connection_id, keep_links=keep_links)
+            connection = _disconnect_locked(svc, connection_id, keep_links=keep_links)
     except LockNotAcquired:
         raise Conflict("a sync of this connection is running; try again in a minute") from None
+    if connection.member_id is not None:
+        # The member's links are gone (or no longer ours to keep): the admin's mappings for
+        # them go back to the assignment url on its next run, which this asks for now.
+        with svc.db.session() as session:
+            request_team_follow_up(svc, session, connection.account_id)
+    return connection
 
 
 def _disconnect_locked(svc: Services, connection_id: int, *, keep_links: bool) -> Connection:
@@ -46,9 +58,12 @@ def _disconnect_locked(svc: Services, connection_id: int, *, keep_links: bool) -
         if connection.status == ConnectionStatus.DISCONNECTED:
             return connection
         has_grant = connection.status != ConnectionStatus.NEEDS_REAUTH
+        is_admin = connection.member_id is None
     note = None
     if not keep_links and has_grant:
         try:
+            if is_admin:
+                remove_shared_links(svc, connection_id)
             remove_close_links(svc, connection_id)
         except (NeedsReauth, NotConnected):
             note = "links could not be removed from Close: the grant was already revoked"
@@ -71,6 +86,13 @@ def _disconnect_locked(svc: Services, connection_id: int, *, keep_links: bool) -
         connection.source_etag = None
         session.execute(delete(SyncedLink).where(SyncedLink.connection_id == connection_id))
         outbox.record_disconnected(session, connection, links_kept=keep_links)
+        if connection.member_id is not None:
+            team_coverage.record_changed(
+                session,
+                connection.account_id,
+                {connection.member_id: team_coverage.Change.DISCONNECTED},
+                connection_id=connection.id,
+            )
         return connection
 
 
@@ -95,6 +117,27 @@ def remove_close_links(svc: Services, connection_id: int, session: Session | Non
         return _remove_links(svc, connection_id, session, commit=False)
     with svc.db.session() as own:
         return _remove_links(svc, connection_id, own, commit=True)
+
+
+def remove_shared_links(svc: Services, connection_id: int) -> int:
+    """Delete the account's shared links of ours from Close with the admin connection's token
+    (their mappings go with them), and forget them: each row is removed, and committed, as
+    Close confirms its delete. Shared links we did not create are never touched. Member
+    connections are the members' own grants: they stay. Returns how many Close deleted."""
+    removed = 0
+    with svc.db.session() as session:
+        connection = session.get(Connection, connection_id)
+        if connection is None or connection.member_id is not None:
+            return 0
+        close = svc.close_for(connection)
+        for row in session.scalars(
+            select(SharedLink).where(SharedLink.account_id == connection.account_id)
+        ).all():
+            if row.close_shared_id and close.delete_shared_link(row.close_shared_id):
+                removed += 1
+            session.delete(row)  # its mappings with it (cascade)
+            session.commit()
+    return removed
 
 
 def _remove_links(svc: Services, connection_id: int, session: Session, *, commit: bool) -> int:

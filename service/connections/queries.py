@@ -16,12 +16,11 @@ from service.infra.models import (
     Connection,
     LinkState,
     RunStatus,
-    SharedLink,
-    SharedLinkMapping,
     SyncedLink,
     SyncRun,
     TeamMember,
 )
+from service.sync import coverage as team_coverage
 
 ACTIVE_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
 
@@ -309,101 +308,10 @@ def fleet_counts(session: Session) -> tuple[dict[str, int], dict[str, int]]:
 
 # Teams ---------------------------------------------------------------------------------
 
-NOT_SYNCED_YET = "the admin connection has not matched the team against Close yet"
-
 
 def coverage(session: Session, account_id: str) -> dict[str, Any]:
     """Who of the account's team has links in Close (contract: product.md, "Coverage"): per
     member the email, the matched Close user or why none, the member connection, user links
-    and shared mappings; totals. A constant number of queries whatever the team's size."""
-    admin = get_connection(session, account_id)
-    members = session.scalars(
-        select(TeamMember).where(TeamMember.account_id == account_id).order_by(TeamMember.id)
-    ).all()
-    own = {c.member_id: c for c in member_connections(session, account_id)}
-    admin_email = (admin.close_user_email or "").strip().casefold()
-    counts = link_counts_of(session, [admin.id, *(c.id for c in own.values())])
-    mapped: dict[str, list[dict[str, Any]]] = {}
-    for mapping, event_type_id, name in session.execute(
-        select(SharedLinkMapping, SharedLink.event_type_id, SharedLink.name)
-        .join(SharedLink, SharedLink.id == SharedLinkMapping.shared_link_id)
-        .where(SharedLink.account_id == account_id)
-        .order_by(SharedLink.event_type_id)
-    ):
-        mapped.setdefault(mapping.member_id, []).append(
-            {
-                "event_type_id": event_type_id,
-                "shared_link": name,
-                "target": "user_link" if mapping.target_kind != "url" else "url",
-                "url": mapping.target_value if mapping.target_kind == "url" else None,
-            }
-        )
-    rows = []
-    totals = {"covered": 0, "connected": 0, "mapped_only": 0, "unmatched": 0}
-    admin_member_taken = False
-    for member in members:
-        connection = own.get(member.member_id)
-        via_admin = (
-            not admin_member_taken
-            and bool(admin_email)
-            and (member.email or "").strip().casefold() == admin_email
-        )
-        admin_member_taken = admin_member_taken or via_admin
-        carrier = admin if via_admin else connection
-        user_id = member.close_user_id or (carrier.close_user_id if carrier else None)
-        user_name = member.close_user_name or (carrier.close_user_name if carrier else None)
-        connected = carrier is not None and carrier.status == "active"
-        mappings = mapped.get(member.member_id, [])
-        reason = None
-        if user_id is None:
-            reason = (
-                "no email in the source"
-                if not member.email
-                else f"{member.email.strip()} is not a user of the Close organization"
-                f" {admin.close_org_name or admin.close_org_id or ''}".rstrip()
-                if admin.last_sync_run_id
-                else NOT_SYNCED_YET
-            )
-        elif not connected and not mappings:
-            reason = "not connected, and no shared link maps them"
-        covered = user_id is not None and (connected or bool(mappings))
-        if user_id is None:
-            totals["unmatched"] += 1
-        if covered:
-            totals["covered"] += 1
-            totals["connected" if connected else "mapped_only"] += 1
-        rows.append(
-            {
-                "member_id": member.member_id,
-                "email": member.email,
-                "name": member.name,
-                "close_user": {"id": user_id, "name": user_name} if user_id else None,
-                "covered": covered,
-                "reason": reason,
-                "connection": {
-                    "status": carrier.status,
-                    "via": "admin" if via_admin else "member",
-                    "email_warning": carrier.email_warning,
-                }
-                if carrier is not None
-                else None,
-                "links": sum(counts.get(carrier.id, {}).values()) if carrier else 0,
-                "shared_mappings": mappings,
-            }
-        )
-    if admin.manage_customizations is False:
-        shared: dict[str, Any] = {
-            "available": False,
-            "reason": "The connected Close user lacks the Manage Customizations permission in "
-            f"{admin.close_org_name or 'this organization'}, so shared links are skipped.",
-        }
-    else:
-        shared = {"available": admin.manage_customizations is True, "reason": None}
-        if admin.manage_customizations is None:
-            shared["reason"] = "not known until the admin connection's next sync"
-    return {
-        "account_id": account_id,
-        "members": rows,
-        "totals": {**totals, "total": len(members)},
-        "shared_links": shared,
-    }
+    and shared mappings; totals. Computed by service.sync.coverage, which the
+    coverage.changed events share."""
+    return team_coverage.compute(session, get_connection(session, account_id))

@@ -18,9 +18,22 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from service.errors import DomainError, Gone, NotFound, Unauthorized, ValidationFailed
+from service.errors import (
+    Conflict,
+    DomainError,
+    Gone,
+    NotFound,
+    Unauthorized,
+    ValidationFailed,
+)
 from service.infra.db import utcnow
-from service.infra.models import Connection, ConnectionStatus, ConnectSession, ManageSession
+from service.infra.models import (
+    Connection,
+    ConnectionStatus,
+    ConnectSession,
+    ManageSession,
+    TeamMember,
+)
 from service.settings import Environment, Settings, normalized_origin
 
 ACCOUNT_ID_MAX = 255
@@ -131,6 +144,51 @@ def create_connect_session(
     return connect, token, f"{settings.PUBLIC_URL}/connect/{token}"
 
 
+def member_connect_link(
+    session: Session, settings: Settings, admin: Connection, member_id: str
+) -> tuple[str, datetime]:
+    """A team member's personal connect link, asked for on the admin's status page:
+    (url, expires_at). Reuses the member's newest link while it is still usable for at least
+    half its lifetime (a second click mints no new row); otherwise makes a new one."""
+    if admin.member_id is not None:
+        raise Conflict("Only the team's admin connection hands out personal links.")
+    if admin.status == ConnectionStatus.DISCONNECTED:
+        raise Conflict("This account is disconnected: connect it again, then share the links.")
+    account_id = admin.account_id
+    listed = session.scalar(
+        select(TeamMember.id).where(
+            TeamMember.account_id == account_id, TeamMember.member_id == member_id
+        )
+    )
+    if listed is None:
+        raise NotFound(f"{member_id!r} is not a member of this account's team.")
+    now = utcnow()
+    ttl = timedelta(seconds=settings.CONNECT_SESSION_TTL_SECONDS)
+    recent = session.scalar(
+        select(ConnectSession)
+        .where(
+            ConnectSession.account_id == account_id,
+            ConnectSession.member_id == member_id,
+            ConnectSession.return_url.is_(None),
+            ConnectSession.completed_at.is_(None),
+            ConnectSession.revoked_at.is_(None),
+            ConnectSession.expires_at > now + ttl / 2,
+        )
+        .order_by(ConnectSession.created_at.desc())
+        .limit(1)
+    )
+    if recent is not None:
+        try:
+            check_connect_usable(session, settings, recent)
+        except Gone:
+            recent = None  # the member connected after it was made: it no longer works
+    if recent is not None:
+        token = _serializer(settings).dumps(recent.id)
+        return f"{settings.PUBLIC_URL}/connect/{token}", recent.expires_at
+    connect, _token, url = create_connect_session(session, settings, account_id, None, member_id)
+    return url, connect.expires_at
+
+
 def next_step(settings: Settings, account_id: str | None = None, *, manage: bool = False) -> str:
     """What the reader of an expired or used link does next, in words."""
     text = "Open your settings page and use Connect to Close again for a new link."
@@ -169,8 +227,14 @@ def check_connect_usable(
         raise Gone(f"This connect link was already used. {step}")
     if connect.expires_at <= utcnow():
         raise Gone(f"This connect link has expired. {step}")
+    # The connection this link is about: the admin's, or its member's own (not any of them).
     connection = session.scalar(
-        select(Connection).where(Connection.account_id == connect.account_id)
+        select(Connection).where(
+            Connection.account_id == connect.account_id,
+            Connection.member_id == connect.member_id
+            if connect.member_id is not None
+            else Connection.member_id.is_(None),
+        )
     )
     if (
         connection is not None

@@ -52,6 +52,7 @@ class Trigger(StrEnum):
     MANUAL = "manual"
     CLI = "cli"
     RECONCILE = "reconcile"
+    TEAM = "team"  # a member's connection changed: the admin's shared-link mappings follow
 
 
 TZDateTime = UTCDateTime()

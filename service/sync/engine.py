@@ -44,7 +44,7 @@ from service.infra.models import (
 )
 from service.services import Services
 from service.source.client import SourceAccountGone, SourceClient, SourceUnavailable
-from service.sync import team
+from service.sync import coverage, team
 from service.sync.diff import KnownLink, Plan, plan
 from service.sync.mapping import DesiredLink, InvalidLink, is_active, map_event_type, source_id_of
 
@@ -327,6 +327,9 @@ class SyncEngine:
                 error=f"team members could not be read: {exc}",
             )
         roster = Team(complete=listing is None or listing.complete)
+        # Only the admin connection records the roster (one writer: its runs never overlap);
+        # members' runs of the same account run at the same time and only read it.
+        writes_roster = connection.member_id is None
         if listing is not None and not listing.complete:
             roster.error = listing.error or "team members listing incomplete"
         for item in read:
@@ -336,6 +339,8 @@ class SyncEngine:
             email = item.get("email") if isinstance(item.get("email"), str) else None
             name = item.get("name") if isinstance(item.get("name"), str) else None
             roster.members[member] = email
+            if not writes_roster:
+                continue
             row = saved.get(member)
             if row is None:
                 row = TeamMember(account_id=connection.account_id, member_id=member)
@@ -343,7 +348,7 @@ class SyncEngine:
                 saved[member] = row
             if (row.email, row.name) != (email and email[:320], name and name[:255]):
                 row.email, row.name = email and email[:320], name and name[:255]
-        if roster.complete:
+        if roster.complete and writes_roster:
             for member, row in saved.items():
                 if member not in roster.members:
                     session.delete(row)
@@ -358,16 +363,23 @@ class SyncEngine:
         connection: Connection,
         org_users: dict[str, str],
         names: dict[str, str | None],
-    ) -> None:
-        """Each member's Close user, matched by email (what coverage reports)."""
+    ) -> dict[str, str]:
+        """Each member's Close user, matched by email (what coverage reports). Returns the
+        members who became matched or unmatched (for coverage.changed)."""
+        changes: dict[str, str] = {}
         for member in session.scalars(
             select(TeamMember).where(TeamMember.account_id == connection.account_id)
         ):
             email = team.normalize_email(member.email)
             user_id = org_users.get(email) if email else None
             name = names.get(user_id) if user_id else None
+            if member.close_user_id != user_id:
+                changes[member.member_id] = (
+                    coverage.Change.UNMATCHED if user_id is None else coverage.Change.MATCHED
+                )
             if (member.close_user_id, member.close_user_name) != (user_id, name):
                 member.close_user_id, member.close_user_name = user_id, name and name[:255]
+        return changes
 
     def _has_shared(self, session: Session, connection: Connection) -> bool:
         return (
@@ -386,18 +398,44 @@ class SyncEngine:
         complete: bool,
         outcome: Outcome,
     ) -> None:
-        """The admin run's last step: our shared links for the managed types, and the
-        mappings of each matched member. Skipped (and said so) without the permission."""
+        """The admin run's last step: match the members against the org's users, then our
+        shared links for the managed types and the mappings of each matched member (skipped,
+        and said so, without the permission). The matches are recorded last, with their
+        coverage.changed in the same commit, so the event's totals include the mappings."""
         try:
             org = close.organization(connection.close_org_id or "")
-            org_users: dict[str, str] = {}
-            names: dict[str, str | None] = {}
-            for membership in org.get("memberships") or []:
-                email = team.normalize_email(membership.get("user_email"))
-                if email and membership.get("user_id"):
-                    org_users.setdefault(email, str(membership["user_id"]))
-                    names[str(membership["user_id"])] = membership.get("user_full_name")
-            self._record_matches(session, connection, org_users, names)
+        except FATAL as exc:
+            outcome.fatal = str(exc)
+            return
+        except (CloseError, TokenRefreshUnavailable) as exc:
+            outcome.errors.append(f"shared links skipped this run: {exc}")
+            outcome.transient += 1
+            return
+        org_users: dict[str, str] = {}
+        names: dict[str, str | None] = {}
+        for membership in org.get("memberships") or []:
+            email = team.normalize_email(membership.get("user_email"))
+            if email and membership.get("user_id"):
+                org_users.setdefault(email, str(membership["user_id"]))
+                names[str(membership["user_id"])] = membership.get("user_full_name")
+        self._sync_shared_links(session, connection, close, roster, complete, outcome, org_users)
+        matches = self._record_matches(session, connection, org_users, names)
+        coverage.record_changed(
+            session, connection.account_id, matches, connection_id=connection.id
+        )
+        session.commit()
+
+    def _sync_shared_links(
+        self,
+        session: Session,
+        connection: Connection,
+        close: CloseClient,
+        roster: Team,
+        complete: bool,
+        outcome: Outcome,
+        org_users: dict[str, str],
+    ) -> None:
+        try:
             me = close.me()
             granted = next(
                 (

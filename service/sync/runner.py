@@ -27,6 +27,7 @@ from service.infra.db import utcnow
 from service.infra.models import Connection, RunStatus, SyncRun
 from service.services import Services
 from service.sync.engine import engine_for
+from service.sync.triggers import request_team_follow_up
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +197,7 @@ def run_sync(
                         # back and the scheduler re-runs it soon.
                         restore_request(svc, connection_id, trigger, claim)
                     executed.append(claim.run_id)
+                    _follow_up_team(svc, connection_id, claim.run_id)
                     run_id, reconcile = None, False
                     dirty = coordinator.pop_flag(locks.dirty_flag(connection_id))
                     if not dirty and not request_pending(svc, connection_id):
@@ -207,6 +209,23 @@ def run_sync(
         # A trigger may have flagged dirty between our last check and the release: go again.
         if not coordinator.pop_flag(locks.dirty_flag(connection_id)):
             return executed
+
+
+def _follow_up_team(svc: Services, connection_id: int, run_id: int) -> None:
+    """After a member's run that created or deleted links in Close, the admin connection's
+    mappings for that member change target: ask for its coalesced run."""
+    with svc.db.session() as session:
+        row = session.execute(
+            select(Connection.account_id, Connection.member_id, SyncRun.created, SyncRun.deleted)
+            .join(SyncRun, SyncRun.connection_id == Connection.id)
+            .where(Connection.id == connection_id, SyncRun.id == run_id)
+        ).first()
+        if row is None or row.member_id is None or not (row.created or row.deleted):
+            return
+        try:
+            request_team_follow_up(svc, session, row.account_id)
+        except Exception:  # the schedule catches up; never fail the member's run for this
+            log.warning("could not request the admin connection's follow-up run", exc_info=True)
 
 
 def is_dirty(svc: Services, connection_id: int) -> bool:

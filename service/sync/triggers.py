@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from service.errors import Conflict
@@ -121,3 +121,20 @@ def wake_coalesced(svc: Services, connection_id: int, trigger: str) -> bool:
     with contextlib.suppress(Exception):
         svc.coordinator.pop_flag(flag)
     return False
+
+
+def request_team_follow_up(svc: Services, session: Session, account_id: str) -> bool:
+    """A member's links appeared in or left Close (their run, their disconnect): resync the
+    account's admin connection soon, coalesced, so its shared-link mappings switch between
+    the member's own link and the assignment url without waiting for the schedule. Records
+    the durable request in `session` (the caller commits); the wake-up follows the commit.
+    Returns False when there is no syncable admin connection."""
+    admin = session.scalar(
+        select(Connection).where(
+            Connection.account_id == account_id, Connection.member_id.is_(None)
+        )
+    )
+    if admin is None or not admin.syncable:
+        return False
+    request_coalesced_sync(session, svc, admin, Trigger.TEAM)
+    return True

@@ -35,6 +35,7 @@ from service.connections.sessions import (
     has_manage_session,
     load_connect_token,
     manage_session_connection,
+    member_connect_link,
     resolve_connect_token,
     validate_widget_origin,
 )
@@ -45,6 +46,7 @@ from service.infra.models import (
     ConnectSession,
     Trigger,
 )
+from service.sync.coverage import NOT_SYNCED_YET
 from service.sync.triggers import request_coalesced_sync
 from service.web.context import db_session, services
 from service.web.errors import error_response
@@ -85,6 +87,14 @@ def _connection_of(db: Session, connect: ConnectSession) -> Connection | None:
     return queries.find_connection(db, connect.account_id)
 
 
+def _team(db: Session, connection: Connection) -> dict[str, Any] | None:
+    """The team table of an admin connection (queries.coverage), None without a team."""
+    if connection.member_id is not None or connection.status == ConnectionStatus.DISCONNECTED:
+        return None
+    report = queries.coverage(db, connection.account_id)
+    return report if report["members"] else None
+
+
 def _status_context(db: Session, connection: Connection) -> dict[str, Any]:
     runs = queries.recent_runs(db, connection.id, 1)
     return {
@@ -92,6 +102,29 @@ def _status_context(db: Session, connection: Connection) -> dict[str, Any]:
         "counts": queries.link_counts(db, connection.id),
         "links": db.scalars(queries.links_errors_first(connection.id).limit(LINKS_SHOWN)).all(),
         "last_run": runs[0] if runs else None,
+        "team": _team(db, connection),
+        "not_synced_yet": NOT_SYNCED_YET,
+    }
+
+
+def _team_json(team: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the status page's script updates in the team table."""
+    if team is None:
+        return None
+    return {
+        "totals": team["totals"],
+        "members": [
+            {
+                "member_id": m["member_id"],
+                "covered": m["covered"],
+                "reason": m["reason"],
+                "connection": m["connection"]["status"] if m["connection"] else None,
+                "via": m["connection"]["via"] if m["connection"] else None,
+                "links": m["links"],
+                "mappings": len(m["shared_mappings"]),
+            }
+            for m in team["members"]
+        ],
     }
 
 
@@ -258,6 +291,7 @@ def status_page() -> Any:
         "status.html",
         notice=session.pop("notice", None),
         widget=widget,
+        member_link=session.pop("member_link", None),
         **_status_context(db, connection),
     )
 
@@ -272,7 +306,22 @@ def status_json() -> Response:
         status=connection.status,
         counts=context["counts"],
         run=None if run is None else queries.run_json(run),
+        team=_team_json(context["team"]),
     )
+
+
+@bp.post("/status/members/<member_id>/connect-link")
+def member_link(member_id: str) -> Any:
+    """A team member's personal connect link ("Get link" on the team table): JSON for the
+    page's script, or back to the status page showing it in the member's row."""
+    db = db_session()
+    connection = _managed_connection(db)
+    url, expires_at = member_connect_link(db, services().settings, connection, member_id)
+    db.commit()
+    if flask_request.accept_mimetypes.best == "application/json":
+        return jsonify(member_id=member_id, url=url, expires_at=expires_at.isoformat())
+    session["member_link"] = {"member_id": member_id, "url": url}
+    return _to_status()
 
 
 @bp.post("/status/sync")

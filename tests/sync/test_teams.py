@@ -217,3 +217,215 @@ def test_a_source_without_members_keeps_single_user_behaviour(
     calls = dict(sandbox.state.calls)
     sync(services, admin)  # the source answers 304: no Close call at all
     assert dict(sandbox.state.calls) == calls
+
+
+# Finishing touches of issue #10: admin disconnect, follow-up runs, coverage.changed -------
+
+
+def small_team(services: Services, sandbox: Any, source: Any) -> tuple[str, int]:
+    """Jane (admin, also a member), Bob, Dave and Zoe (not in the org); one managed type
+    assigned to all four and a personal type of Bob's. Returns (account, admin connection)."""
+    account = new_account()
+    members = ["m_jane", "m_bob", "m_dave", "m_zoe"]
+    source.store.put_all(
+        account,
+        [
+            personal("bob1", "m_bob", account),
+            managed("disc", "Discovery call", account, members),
+        ],
+    )
+    source.store.put_members(account, [m for m in MEMBERS if m["id"] in members])
+    admin = connect_directly(services, sandbox, account)
+    return account, admin
+
+
+def coverage_events(services: Services, account: str) -> list[Any]:
+    from service.infra.models import Event
+
+    with services.db.session() as session:
+        rows = session.scalars(
+            select(Event)
+            .where(Event.account_id == account, Event.type == "coverage.changed")
+            .order_by(Event.id)
+        ).all()
+        session.expunge_all()
+        return list(rows)
+
+
+def test_admin_disconnect_removes_our_shared_links_and_keeps_member_connections(
+    services: Services, sandbox: Any, source: Any
+) -> None:
+    from service.connections.disconnect import disconnect
+    from service.infra.models import SharedLink
+
+    account, admin = small_team(services, sandbox, source)
+    jane_token = sandbox.state.issue_tokens(SANDBOX_CLIENT_ID, "user_jane", "orga_acme")
+    foreign = requests.post(
+        f"{sandbox.url}/api/v1/shared_scheduling_link/",
+        json={"name": "Theirs"},
+        headers={"Authorization": f"Bearer {jane_token['access_token']}"},
+        timeout=5,
+    ).json()
+    bob = connect_directly(services, sandbox, account, user_id="user_bob", member_id="m_bob")
+    sync(services, bob)
+    sync(services, admin)
+    assert set(shared_by_name(sandbox)) == {"Discovery call", "Theirs"}
+
+    disconnect(services, admin, keep_links=False)
+
+    assert set(shared_by_name(sandbox)) == {"Theirs"}  # ours gone, the foreign one untouched
+    assert shared_by_name(sandbox)["Theirs"]["id"] == foreign["id"]
+    assert our_links(sandbox, "user_jane") == {}
+    assert set(our_links(sandbox, "user_bob")) == {"bob1", "disc:m_bob"}  # Bob's own grant
+    with services.db.session() as session:
+        assert (
+            session.scalars(select(SharedLink).where(SharedLink.account_id == account)).all() == []
+        )
+        bob_row = session.get(Connection, bob)
+        assert bob_row is not None and bob_row.status == ConnectionStatus.ACTIVE
+
+
+def test_admin_disconnect_keeping_links_keeps_shared_links_and_their_records(
+    services: Services, sandbox: Any, source: Any
+) -> None:
+    from service.connections.disconnect import disconnect
+    from service.infra.models import SharedLink
+
+    account, admin = small_team(services, sandbox, source)
+    sync(services, admin)
+    disconnect(services, admin, keep_links=True)
+    assert set(shared_by_name(sandbox)) == {"Discovery call"}
+    assert sandbox.state.calls["DELETE /shared_scheduling_link/{shared_id}/"] == 0
+    with services.db.session() as session:
+        kept = session.scalars(select(SharedLink).where(SharedLink.account_id == account)).all()
+        assert [row.event_type_id for row in kept] == ["disc"]
+
+
+def test_a_members_first_run_and_disconnect_switch_the_admins_mapping_soon(
+    services: Services, sandbox: Any, source: Any, enqueued: Any
+) -> None:
+    from service.connections.disconnect import disconnect
+
+    account, admin = small_team(services, sandbox, source)
+    sync(services, admin)
+    url = f"https://book.example.com/{account}/m_bob/disc"
+    assert targets(shared_by_name(sandbox)["Discovery call"])["user_bob"] == url
+    enqueued.calls.clear()
+
+    bob = connect_directly(services, sandbox, account, user_id="user_bob", member_id="m_bob")
+    sync(services, bob)
+    # Bob's run created his links: the admin's run is asked for at once (not at the schedule).
+    assert enqueued.calls == [(admin, "team", None)]
+    follow_up = run_sync(services, admin, trigger=enqueued.calls[0][1])
+    assert len(follow_up) == 1
+    bob_disc = our_links(sandbox, "user_bob")["disc:m_bob"]["id"]
+    assert targets(shared_by_name(sandbox)["Discovery call"])["user_bob"] == bob_disc
+
+    # A no-change resync of Bob asks for nothing more.
+    enqueued.calls.clear()
+    sync(services, bob)
+    assert enqueued.calls == []
+
+    # Bob disconnects: his links leave Close and the admin's run maps him to the url again.
+    disconnect(services, bob, keep_links=False)
+    assert enqueued.calls == [(admin, "team", None)]
+    run_sync(services, admin, trigger="team")
+    assert targets(shared_by_name(sandbox)["Discovery call"])["user_bob"] == url
+
+
+def test_coverage_changed_when_members_are_matched_connect_and_disconnect(
+    services: Services, sandbox: Any, source: Any
+) -> None:
+    from pydantic import TypeAdapter
+
+    from service.api.event_schemas import IntegratorEvent
+    from service.connections.disconnect import disconnect
+    from service.events.delivery import event_body
+
+    account, admin = small_team(services, sandbox, source)
+    assert coverage_events(services, account) == []
+    sync(services, admin)
+    (matched,) = coverage_events(services, account)
+    assert matched.member_id is None and matched.connection_id == admin
+    assert {m["member_id"]: m["change"] for m in matched.data["changed_members"]} == {
+        "m_jane": "matched",
+        "m_bob": "matched",
+        "m_dave": "matched",
+    }  # Zoe is not in the Close org: never matched
+    assert (matched.data["covered"], matched.data["total"], matched.data["unmatched"]) == (3, 4, 1)
+    sync(services, admin)  # nothing changed: no event
+    assert len(coverage_events(services, account)) == 1
+
+    # Bob's own connection (the real callback's path is in tests/connections; here its
+    # effect on the outbox through disconnect), then Bob leaves the org in Close.
+    bob = connect_directly(services, sandbox, account, user_id="user_bob", member_id="m_bob")
+    sync(services, bob)
+    disconnect(services, bob, keep_links=False)
+    gone = coverage_events(services, account)[-1]
+    assert gone.member_id == "m_bob" and gone.connection_id == bob
+    assert gone.data["changed_members"] == [
+        {"member_id": "m_bob", "change": "disconnected", "covered": True, "reason": None}
+    ]  # still covered: the shared link maps him (to the url, after the admin's next run)
+    source.store.put_members(
+        account,
+        [
+            {**m, "email": "bob@elsewhere.example"} if m["id"] == "m_bob" else m
+            for m in MEMBERS
+            if m["id"] != "m_carol"
+        ],
+    )
+    sync(services, admin)
+    unmatched = coverage_events(services, account)[-1]
+    assert unmatched.member_id == "m_bob"
+    assert unmatched.data["changed_members"][0]["change"] == "unmatched"
+    assert unmatched.data["changed_members"][0]["covered"] is False
+    # Every payload is what the OpenAPI document promises.
+    validate = TypeAdapter(IntegratorEvent)
+    for row in coverage_events(services, account):
+        validate.validate_python(event_body(row))
+
+
+def test_a_member_connecting_through_the_callback_writes_coverage_changed(
+    services: Services, sandbox: Any, source: Any
+) -> None:
+    from tests.connections.test_connect_flow import Browser
+
+    browser = Browser(services)
+    account, admin = small_team(services, sandbox, source)
+    sync(services, admin)
+    before = len(coverage_events(services, account))
+    _, token = browser.new_connect(account, member_id="m_dave")
+    callback = browser.consent(browser.start(token), user="user_dave", org="orga_acme")
+    assert browser.client.get(callback).status_code == 303
+    events = coverage_events(services, account)
+    assert len(events) == before + 1
+    connected = events[-1]
+    assert connected.member_id == "m_dave"
+    assert connected.data["changed_members"] == [
+        {"member_id": "m_dave", "change": "connected", "covered": True, "reason": None}
+    ]
+    assert connected.data["connected"] == 2  # Jane through the admin connection, and Dave
+
+
+def test_members_first_runs_at_the_same_time_all_succeed(
+    services: Services, sandbox: Any, source: Any
+) -> None:
+    """Found by the team_org benchmark: members' runs of one account run concurrently, and
+    each used to insert the roster rows, so all but one crashed on the unique key. Only the
+    admin connection records the roster now; members' runs read it from the source."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from service.infra.models import TeamMember
+
+    account, _admin = small_team(services, sandbox, source)
+    members = [
+        connect_directly(services, sandbox, account, user_id=f"user_{name}", member_id=f"m_{name}")
+        for name in ("bob", "dave")
+    ]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runs = list(pool.map(lambda cid: sync(services, cid), members))
+    assert [run.status for run in runs] == ["succeeded", "succeeded"], [r.error for r in runs]
+    with services.db.session() as session:
+        assert (
+            session.scalars(select(TeamMember).where(TeamMember.account_id == account)).all() == []
+        )

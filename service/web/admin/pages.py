@@ -24,12 +24,14 @@ from flask import (
 )
 from flask.sansio.blueprints import BlueprintSetupState
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
 from service.connections import queries
 from service.errors import DomainError, ValidationFailed
 from service.infra.db import utcnow
-from service.infra.models import ConnectionStatus, Trigger
+from service.infra.models import Connection, ConnectionStatus, Trigger
+from service.sync.coverage import NOT_SYNCED_YET
 from service.sync.triggers import request_sync
 from service.web.admin import presentation
 from service.web.admin.auth import (
@@ -261,7 +263,17 @@ def connection_detail(connection_id: int) -> Any:
         per_page=LINKS_PER_PAGE,
         states=queries.link_counts(db, connection_id),
         can_sync=connection.syncable,
+        team=_team(db, connection),
+        not_synced_yet=NOT_SYNCED_YET,
     )
+
+
+def _team(db: Session, connection: Connection) -> dict[str, Any] | None:
+    """The team table of an admin connection with a roster (queries.coverage), else None."""
+    if connection.member_id is not None:
+        return None
+    report = queries.coverage(db, connection.account_id)
+    return report if report["members"] else None
 
 
 @bp.post(f"/connections/<{CONNECTION_ID}:connection_id>/<any(resync, reconcile):action>")
