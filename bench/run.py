@@ -671,6 +671,24 @@ def redis_client(s: Stack) -> Any:
     return redis.Redis.from_url(s.settings.REDIS_URL or "")
 
 
+def time_source_listing(s: Stack, account: str) -> float:
+    """Seconds to read every page of the account's event types straight from the source."""
+    http = requests.Session()
+    headers = {"Authorization": f"Bearer {s.settings.SOURCE_TOKEN}"}
+    started = time.monotonic()
+    cursor = None
+    while True:
+        page = http.get(
+            f"{s.source_url}/accounts/{account}/event-types",
+            params={"cursor": cursor} if cursor else {},
+            headers=headers,
+            timeout=60,
+        ).json()
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return round(time.monotonic() - started, 2)
+
+
 def big_account(quick: bool) -> dict[str, Any]:
     """One account with 10,000 event types: the initial sync against the rate-limit bound
     (sandbox and CLOSE_RATE_PER_SECOND at 200/s per token, to fit the time budget), the
@@ -727,6 +745,12 @@ def big_account(quick: bool) -> dict[str, Any]:
         wait_quiet(s, cid, timeout=120)
         calls2 = s.calls()
         source2 = s.source_stats()
+        assert s.db is not None
+        with s.db.session() as session:
+            first_write, last_write = session.execute(
+                text("SELECT min(updated_at), max(updated_at) FROM synced_links")
+            ).one()
+        listing = time_source_listing(s, "big")
         close_links = len(
             [
                 link
@@ -763,6 +787,13 @@ def big_account(quick: bool) -> dict[str, Any]:
             "429s": calls.get("429", 0),
             "close_writes": writes,
             "close_links": close_links,
+            "run_seconds": round((run0.finished_at - run0.started_at).total_seconds(), 2),
+            # From the first link saved to the last: the paced part, against the same bound.
+            "apply_seconds": round((last_write - first_write).total_seconds(), 2),
+            "apply_fraction_of_bound": round((last_write - first_write).total_seconds() / bound, 3),
+            # The demo source alone, listed directly: it hashes the whole listing for the
+            # ETag on every page, so its pages get slower as the account grows.
+            "source_listing_seconds": listing,
             "worker_cpu_ms_per_link": round(worker_cpu / max(n, 1) * 1000, 2),
             "sync_task_starts": task_starts,
             "runs": len(initial_runs),
