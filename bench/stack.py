@@ -35,6 +35,22 @@ PG_ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1
 REDIS_BASE = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
 API_KEY = "bench-api-key-0123456789"
 WEBHOOK_SECRET = "bench-webhook-secret"
+# Sync tasks started by bench.worker_app's workers (originals, redelivered copies, retries).
+SYNC_DELIVERIES_KEY = "bench:sync-task-starts"
+
+
+# The claim the test suite's fixtures also take (tests/conftest.py), so a benchmark and a test
+# session on one machine never share (or flush) one database number.
+REDIS_CLAIM = "linksync-test-claim:"
+
+
+def claim_redis_db() -> int:
+    """A Redis database number of our own (the tests claim from 15 down, we from 1 up)."""
+    client = redis.Redis.from_url(REDIS_BASE)
+    for number in range(1, 16):
+        if client.set(f"{REDIS_CLAIM}{number}", f"bench {os.getpid()}", nx=True, ex=3600):
+            return number
+    raise RuntimeError("no free Redis database number for the benchmark")
 
 
 def free_port() -> int:
@@ -74,7 +90,10 @@ class Stack:
         self.procs.append(proc)
         return proc
 
-    def start_workers(self, count: int = 2, threads: int = 8) -> list[subprocess.Popen[bytes]]:
+    def start_workers(
+        self, count: int = 2, threads: int = 8, app: str = "workers.main"
+    ) -> list[subprocess.Popen[bytes]]:
+        """`app`: the Celery app module (bench.worker_app adds the bench's broker overrides)."""
         started = []
         for n in range(count):
             started.append(
@@ -84,7 +103,7 @@ class Stack:
                         "-m",
                         "celery",
                         "-A",
-                        "workers.main",
+                        app,
                         "worker",
                         "--loglevel=WARNING",
                         "--pool=threads",
@@ -100,6 +119,19 @@ class Stack:
             )
         time.sleep(3.0)  # workers connect to the broker
         return started
+
+    def stop_procs(self, procs: list[subprocess.Popen[bytes]]) -> None:
+        """Stop these processes (e.g. one round's workers) and forget them."""
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            self.procs.remove(proc)
 
     def start_web(self, workers: int = 2) -> str:
         port = free_port()
@@ -140,6 +172,13 @@ class Stack:
         tmp.write_text(json.dumps({"accounts": accounts}))
         os.replace(tmp, self.source_file)
         time.sleep(0.05)
+
+    def source_stats(self) -> dict[str, int]:
+        """The demo source's answers since the last reset, by status ("200" per page)."""
+        return dict(requests.get(self.source_url + "/_demo/stats", timeout=30).json())
+
+    def reset_source_stats(self) -> None:
+        requests.post(self.source_url + "/_demo/stats/reset", timeout=30).raise_for_status()
 
     def patch_event_type(self, account: str, event_type_id: str, **fields: Any) -> None:
         response = requests.patch(
@@ -248,7 +287,8 @@ def stack(
             conn.execute(f'CREATE DATABASE "{name}"')
         base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
         db_url = f"{base}/{name}"
-        redis_url = f"{REDIS_BASE}/13"
+        redis_db = claim_redis_db()
+        redis_url = f"{REDIS_BASE}/{redis_db}"
         redis.Redis.from_url(redis_url).flushdb()
     sandbox_port, source_port = free_port(), free_port()
     source_file = workdir / "source.json"
@@ -329,3 +369,4 @@ def stack(
             with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             redis.Redis.from_url(redis_url).flushdb()
+            redis.Redis.from_url(REDIS_BASE).delete(f"{REDIS_CLAIM}{redis_db}")

@@ -21,7 +21,7 @@ def test_every_scenario_runs_in_quick_mode() -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=400,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Summary" in done.stdout
@@ -47,3 +47,15 @@ def test_every_scenario_runs_in_quick_mode() -> None:
         results["worker_memory"]["ours"]["created"]
         == results["worker_memory"]["params"]["event_types"]
     )
+    big = results["big_account"]["ours"]
+    n = results["big_account"]["params"]["event_types"]
+    assert big["created"] == big["close_writes"] == big["close_links"] == n
+    assert big["overlapping_runs"] == 0
+    assert big["resync_close_writes"] == 0 and big["resync_source_listings"] <= 1
+    machine = results["one_machine"]["ours"]
+    assert len({row["statements"] for row in machine["tick"].values()}) == 1
+    assert all(set(api["statuses"]) == {"200"} for api in machine["api"].values())
+    assert machine["redis"]["bytes_per_connection"] > 0
+    scale = results["scale_out"]
+    links = scale["params"]["connections"] * scale["params"]["event_types_each"]
+    assert [r["links"] for r in scale["ours"]["rounds"].values()] == [links] * 3
