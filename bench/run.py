@@ -704,6 +704,7 @@ def team_org(quick: bool) -> dict[str, Any]:
         "ratio": None,
         "target": "initial <= 1.15 x (Close writes / per-org rate); no-change resync 0 writes",
         "pass": complete and ours <= 1.15 * bound and resync_writes == 0,
+    }
 
 
 def peak_rss_sampler(procs: list[Any]) -> tuple[Callable[[], dict[int, int]], threading.Event]:
