@@ -30,6 +30,22 @@ def test_killed_mid_delivery_the_event_is_delivered_after_restart(
 ) -> None:
     recv, url = receiver
     forget_connections(pg_url)  # no other test's events queue up before ours
+    # A worker an earlier test killed may still hold the deliverer's lock in this Redis
+    # database (with that test's TTL): start from none, as a fresh deployment would.
+    import redis as redis_lib
+
+    from service.infra import locks
+
+    redis_lib.Redis.from_url(redis_url).delete(
+        *(
+            "linksync:" + key
+            for key in (
+                locks.EVENTS_DELIVERY_LOCK,
+                locks.EVENTS_DIRTY_FLAG,
+                locks.EVENTS_WAKE_SCHEDULED_FLAG,
+            )
+        )
+    )
     settings = make_settings(
         DATABASE_URL=pg_url,
         REDIS_URL=redis_url,
@@ -57,7 +73,7 @@ def test_killed_mid_delivery_the_event_is_delivered_after_restart(
                 event = session.scalar(select(Event).where(Event.uid == uid))
                 return event is not None and event.delivery_state == DeliveryState.DELIVERED
 
-        wait_until(delivered_by_the_new_worker, timeout=40)
+        wait_until(delivered_by_the_new_worker, timeout=60)
         assert recv.arrived >= 2  # posted again: at least once
     finally:
         svc.close()
