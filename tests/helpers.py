@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import select
+
 from service.close.oauth import TokenSet
 from service.close.tokens import store_tokens
 from service.infra.db import utcnow
-from service.infra.models import Connection, ConnectionStatus
+from service.infra.models import Connection, ConnectionStatus, SyncedLink, SyncRun
 from service.services import Services
 from service.settings import SANDBOX_CLIENT_ID, Settings
 
@@ -105,3 +107,21 @@ def worker_alive(settings: Settings) -> None:
         heartbeats.record(svc.coordinator, "test-worker")
     finally:
         svc.close()
+
+
+def sync(svc: Services, connection_id: int, **kwargs: Any) -> SyncRun:
+    """Run a manual sync in the foreground (as `linksync sync` does); return its last run."""
+    from service.sync.runner import run_sync
+
+    run_ids = run_sync(svc, connection_id, trigger="manual", **kwargs)
+    with svc.db.session() as session:
+        run = session.get(SyncRun, run_ids[-1])
+        assert run is not None
+        return run
+
+
+def link_rows(svc: Services, connection_id: int) -> dict[str, SyncedLink]:
+    """The connection's link rows by source id."""
+    with svc.db.session() as session:
+        rows = session.scalars(select(SyncedLink).where(SyncedLink.connection_id == connection_id))
+        return {row.source_id: row for row in rows}

@@ -7,28 +7,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
-from service.infra.models import LinkState, SyncedLink, SyncRun
+from service.infra.models import LinkState
 from service.services import Services
-from service.sync.runner import run_sync
-from tests.helpers import event_type, our_links, writes
+from tests.helpers import event_type, link_rows, our_links, sync, writes
 
 ConnectedAccount = Callable[..., tuple[str, int]]
-
-
-def sync(svc: Services, connection_id: int, **kwargs: Any) -> SyncRun:
-    run_ids = run_sync(svc, connection_id, trigger="manual", **kwargs)
-    with svc.db.session() as session:
-        run = session.get(SyncRun, run_ids[-1])
-        assert run is not None
-        return run
-
-
-def rows_of(svc: Services, connection_id: int) -> dict[str, SyncedLink]:
-    with svc.db.session() as session:
-        rows = session.scalars(select(SyncedLink).where(SyncedLink.connection_id == connection_id))
-        return {row.source_id: row for row in rows}
 
 
 @pytest.mark.parametrize(
@@ -87,7 +71,7 @@ def test_odd_source_ids_round_trip_upsert_then_delete(
     run = sync(services, cid)
     assert (run.status, run.deleted, run.failed) == ("succeeded", len(ODD_IDS), 0), run.error
     assert our_links(sandbox) == {}
-    assert rows_of(services, cid) == {}
+    assert link_rows(services, cid) == {}
 
 
 def test_an_id_with_a_slash_is_a_local_per_link_error_and_never_sent(
@@ -100,7 +84,7 @@ def test_an_id_with_a_slash_is_a_local_per_link_error_and_never_sent(
     assert (run.status, run.created, run.failed) == ("partial", 1, 1)
     assert writes(sandbox) == 1  # the bad one never reached Close
     assert set(our_links(sandbox)) == {"evt_1"}
-    row = rows_of(services, cid)["team/intro"]
+    row = link_rows(services, cid)["team/intro"]
     assert row.state == LinkState.ERROR
     assert "source_id must not contain '/'" in (row.last_error or "")
 

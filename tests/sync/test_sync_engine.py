@@ -9,37 +9,23 @@ from typing import Any
 
 import pytest
 import requests
-from sqlalchemy import select
 
-from service.infra.models import Connection, ConnectionStatus, LinkState, SyncedLink, SyncRun
+from service.infra.models import Connection, ConnectionStatus, LinkState
 from service.services import Services
 from service.settings import SANDBOX_CLIENT_ID
-from service.sync.runner import run_sync
 from tests.conftest import new_account
 from tests.helpers import (
     close_api_calls,
     connect_directly,
     event_type,
     expected_fields,
+    link_rows,
     our_links,
+    sync,
     writes,
 )
 
 ConnectedAccount = Callable[..., tuple[str, int]]
-
-
-def sync(svc: Services, connection_id: int, **kwargs: Any) -> SyncRun:
-    run_ids = run_sync(svc, connection_id, trigger="manual", **kwargs)
-    with svc.db.session() as session:
-        run = session.get(SyncRun, run_ids[-1])
-        assert run is not None
-        return run
-
-
-def link_rows(svc: Services, connection_id: int) -> dict[str, SyncedLink]:
-    with svc.db.session() as session:
-        rows = session.scalars(select(SyncedLink).where(SyncedLink.connection_id == connection_id))
-        return {row.source_id: row for row in rows}
 
 
 def test_round_trip_pushes_exactly_what_changed(
