@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -49,6 +50,7 @@ from service.sync.diff import KnownLink, Plan, plan
 from service.sync.mapping import DesiredLink, InvalidLink, is_active, map_event_type, source_id_of
 
 log = logging.getLogger(__name__)
+K = TypeVar("K")
 
 CHECKPOINT_EVERY = 25  # links
 CHECKPOINT_SECONDS = 1.0
@@ -488,81 +490,118 @@ class SyncEngine:
             complete=complete,
         )
         org_id = connection.close_org_id
-        try:
-            for item in the_plan.create + the_plan.update:
-                row = rows.get(item.event_type_id)
-                if row is None:
-                    row = SharedLink(
-                        account_id=connection.account_id, event_type_id=item.event_type_id
-                    )
-                    session.add(row)
-                    rows[item.event_type_id] = row
-                try:
-                    if row.close_shared_id:
-                        close.update_shared_link(row.close_shared_id, item.fields)
-                        outcome.updated += 1
-                    else:
-                        for stale in list(row.mappings):  # a new shared link has no mappings
-                            row.mappings.remove(stale)
-                        row.close_shared_id = str(close.create_shared_link(item.fields)["id"])
-                        outcome.created += 1
-                except CloseValidationError as exc:
-                    row.last_error = f"Close rejected the shared link: {exc}"
-                    outcome.failed += 1
-                    continue
-                row.content_hash, row.name, row.last_error = (
-                    item.content_hash,
-                    item.fields["name"],
-                    None,
-                )
-                session.commit()
-            for mapping in the_plan.map:
-                row = rows[mapping.event_type_id]
-                if not row.close_shared_id or row.content_hash is None:
-                    continue
-                body = {
-                    "organization_id": org_id,
-                    "shared_scheduling_link_id": row.close_shared_id,
-                    "user_id": mapping.close_user_id,
-                    mapping.target_kind: mapping.target_value,
-                }
-                try:
-                    close.map_shared_link(body)
-                except CloseValidationError as exc:
-                    outcome.failed += 1
-                    outcome.errors.append(f"mapping {mapping.member_id} refused: {exc}")
-                    continue
-                record = maps.get((mapping.event_type_id, mapping.close_user_id))
-                if record is None or record not in row.mappings:
-                    record = SharedLinkMapping(close_user_id=mapping.close_user_id)
-                    row.mappings.append(record)
-                    maps[(mapping.event_type_id, mapping.close_user_id)] = record
-                record.member_id, record.target_kind = mapping.member_id, mapping.target_kind
-                record.target_value, record.content_hash = (
-                    mapping.target_value,
-                    mapping.content_hash,
-                )
+
+        def save_link(item: team.DesiredShared, answer: Any) -> None:
+            row = rows[item.event_type_id]
+            if row.close_shared_id:
                 outcome.updated += 1
-                session.commit()
-            for et_id, user_id in the_plan.unmap:
-                row = rows[et_id]
-                close.unmap_shared_link(
-                    {
-                        "organization_id": org_id,
-                        "shared_scheduling_link_id": row.close_shared_id,
-                        "user_id": user_id,
-                    }
-                )
-                session.delete(maps.pop((et_id, user_id)))
+            else:
+                row.close_shared_id = str(answer["id"])
+                outcome.created += 1
+            row.content_hash, row.name, row.last_error = (
+                item.content_hash,
+                item.fields["name"],
+                None,
+            )
+            session.commit()
+
+        def link_refused(item: team.DesiredShared, exc: CloseValidationError) -> None:
+            rows[item.event_type_id].last_error = f"Close rejected the shared link: {exc}"
+            outcome.failed += 1
+
+        def link_call(item: team.DesiredShared) -> Callable[[], Any]:
+            row = rows.get(item.event_type_id)
+            if row is None:
+                row = SharedLink(account_id=connection.account_id, event_type_id=item.event_type_id)
+                session.add(row)
+                rows[item.event_type_id] = row
+            if row.close_shared_id:
+                return partial(close.update_shared_link, row.close_shared_id, item.fields)
+            for stale in list(row.mappings):  # a new shared link has no mappings
+                row.mappings.remove(stale)
+            return _bind(close.create_shared_link, item.fields)
+
+        def save_mapping(mapping: team.DesiredMapping, _answer: Any) -> None:
+            row = rows[mapping.event_type_id]
+            record = maps.get((mapping.event_type_id, mapping.close_user_id))
+            if record is None or record not in row.mappings:
+                record = SharedLinkMapping(close_user_id=mapping.close_user_id)
+                row.mappings.append(record)
+                maps[(mapping.event_type_id, mapping.close_user_id)] = record
+            record.member_id, record.target_kind = mapping.member_id, mapping.target_kind
+            record.target_value, record.content_hash = mapping.target_value, mapping.content_hash
+            outcome.updated += 1
+            session.commit()
+
+        def mapping_refused(mapping: team.DesiredMapping, exc: CloseValidationError) -> None:
+            outcome.failed += 1
+            outcome.errors.append(f"mapping {mapping.member_id} refused: {exc}")
+
+        def mapping_body(et_id: str, user_id: str) -> dict[str, Any]:
+            return {
+                "organization_id": org_id,
+                "shared_scheduling_link_id": rows[et_id].close_shared_id,
+                "user_id": user_id,
+            }
+
+        def save_unmap(key: tuple[str, str], _answer: Any) -> None:
+            session.delete(maps.pop(key))
+            outcome.deleted += 1
+            session.commit()
+
+        def save_delete(et_id: str, _answer: Any) -> None:
+            if rows[et_id].close_shared_id:
                 outcome.deleted += 1
-                session.commit()
-            for et_id in the_plan.delete:
-                row = rows.pop(et_id)
-                if row.close_shared_id:
-                    close.delete_shared_link(row.close_shared_id)
-                    outcome.deleted += 1
-                session.delete(row)
-                session.commit()
+            session.delete(rows.pop(et_id))
+            session.commit()
+
+        try:
+            # Each step's Close calls run in parallel (within the org's budget, like user
+            # links); each answer is recorded as it arrives, so a failure loses nothing
+            # Close already confirmed.
+            links = the_plan.create + the_plan.update
+            self._in_parallel([(item, link_call(item)) for item in links], save_link, link_refused)
+            ready = [
+                m
+                for m in the_plan.map
+                if rows[m.event_type_id].close_shared_id
+                and rows[m.event_type_id].content_hash is not None
+            ]
+            self._in_parallel(
+                [
+                    (
+                        m,
+                        _bind(
+                            close.map_shared_link,
+                            {
+                                **mapping_body(m.event_type_id, m.close_user_id),
+                                m.target_kind: m.target_value,
+                            },
+                        ),
+                    )
+                    for m in ready
+                ],
+                save_mapping,
+                mapping_refused,
+            )
+            self._in_parallel(
+                [
+                    ((et_id, user_id), _bind(close.unmap_shared_link, mapping_body(et_id, user_id)))
+                    for et_id, user_id in the_plan.unmap
+                ],
+                save_unmap,
+            )
+            gone = [et_id for et_id in the_plan.delete if not rows[et_id].close_shared_id]
+            for et_id in gone:
+                save_delete(et_id, None)
+            deletes = [et_id for et_id in the_plan.delete if et_id not in gone]
+            self._in_parallel(
+                [
+                    (et_id, _bind(close.delete_shared_link, rows[et_id].close_shared_id))
+                    for et_id in deletes
+                ],
+                save_delete,
+            )
         except FATAL as exc:
             outcome.fatal = str(exc)
         except (CloseError, TokenRefreshUnavailable) as exc:
@@ -573,6 +612,50 @@ class SyncEngine:
             outcome.errors.append(
                 f"{the_plan.withheld} shared-link removal(s) withheld until a complete listing"
             )
+
+    def _in_parallel(
+        self,
+        calls: list[tuple[K, Callable[[], Any]]],
+        save: Callable[[K, Any], None],
+        refused: Callable[[K, CloseValidationError], None] | None = None,
+    ) -> None:
+        """Make the calls on up to `concurrency` threads; `save` (or `refused`, for a 400)
+        runs in this thread as each answer arrives. The first other failure stops further
+        calls; the ones in flight are still recorded, then it is raised."""
+        if not calls:
+            return
+        failure: BaseException | None = None
+        pending: dict[Future[Any], K] = {}
+        queue = iter(calls)
+        workers = min(self.config.concurrency, len(calls))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="close") as pool:
+
+            def submit_next() -> None:
+                for key, call in queue:
+                    pending[pool.submit(contextvars.copy_context().run, call)] = key
+                    return
+
+            for _ in range(workers):
+                submit_next()
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    key = pending.pop(future)
+                    try:
+                        answer = future.result()
+                    except CloseValidationError as exc:
+                        if refused is None:
+                            failure = failure or exc
+                        else:
+                            refused(key, exc)
+                    except BaseException as exc:
+                        failure = failure or exc
+                    else:
+                        save(key, answer)
+                    if failure is None:
+                        submit_next()
+        if failure is not None:
+            raise failure
 
     def _record_invalid(
         self,

@@ -429,3 +429,34 @@ def test_members_first_runs_at_the_same_time_all_succeed(
         assert (
             session.scalars(select(TeamMember).where(TeamMember.account_id == account)).all() == []
         )
+
+
+def test_a_failure_among_parallel_shared_link_calls_loses_none_that_close_confirmed(
+    services: Services, sandbox: Any, source: Any
+) -> None:
+    """The shared-link step makes its calls in parallel. When one fails (here the first
+    create answers 404), the calls already in flight still have their answers recorded: the
+    next run creates only what is missing, so Close never holds a link twice."""
+    account = new_account()
+    everyone = [m["id"] for m in MEMBERS]
+    types = [managed(f"t{i}", f"Team type {i}", account, everyone) for i in range(8)]
+    source.store.put_all(account, types)
+    source.store.put_members(account, MEMBERS)
+    admin = connect_directly(services, sandbox, account)
+    sandbox.state.set_faults(fail_next=1, fail_status=404, groups=["shared_scheduling_link"])
+    first = sync(services, admin)
+    assert first.status != "succeeded" and "will retry next run" in (first.error or "")
+    assert sync(services, admin).status == "succeeded"
+
+    ours = [s for s in sandbox.state.team("orga_acme")["shared_links"] if s["name"] != "Theirs"]
+    names = sorted(s["name"] for s in ours if s["name"].startswith("Team type"))
+    assert names == [f"Team type {i}" for i in range(8)]  # each exactly once
+    jane = our_links(sandbox, "user_jane")
+    for shared in ours:
+        if shared["name"].startswith("Team type"):
+            # Jane (the admin) holds her own links; Bob, Carol, Dave are mapped to the URL.
+            assert set(targets(shared)) == {"user_jane", "user_bob", "user_carol", "user_dave"}
+            assert targets(shared)["user_jane"] in {link["id"] for link in jane.values()}
+    before = writes(sandbox)
+    assert sync(services, admin).status == "succeeded"
+    assert writes(sandbox) == before
