@@ -10,6 +10,7 @@ import itertools
 import json
 import os
 import platform
+import shutil
 import subprocess
 import threading
 import time
@@ -324,6 +325,8 @@ def webhook_ingest(quick: bool) -> dict[str, Any]:
     bench/webhooks.lua: (1) throughput at fixed connections, /healthz against the webhook on
     the same gunicorn; (2) a paced run at `rate` requests/s (wrk 4 has no -R: the script's
     delay() keeps a schedule) for the latency target."""
+    if shutil.which(WRK) is None:
+        raise SystemExit(f"webhook_ingest needs wrk ({WRK!r} not found): apt-get install -y wrk")
     rate, seconds, probe = (50, 2, 1) if quick else (500, 30, 10)
     threads, connections = 2, 8
     with stack(latency_ms=0, rate_per_token=1000) as s:
