@@ -1,13 +1,14 @@
 """POST /webhooks/source: signed event-type change notifications from the integrator.
 
 Order matters, cheapest and least trusting first: size and content type (before reading the
-body), the signature (before parsing JSON or touching the database), the body, the connection,
-the per-account flood limit (one Redis round trip with the "a sync is already pending" check),
-de-duplication by event id (insert, unique constraint) committed with the durable sync request
-of every connection of the account, and only then a coalesced wake-up of a worker (skipped when
-a queued sync has not started yet; it never fails the delivery: a broker outage only delays
-the sync). Answers 202 at once; a worker syncs. A rejected delivery enqueues nothing and
-stores nothing.
+body), the signature (before parsing JSON or touching the database), the body, the
+per-account flood limit (one Redis round trip, before any database work), then the connection
+and de-duplication by event id (insert, unique constraint) committed with the durable sync
+request of every connection of the account (on PostgreSQL one autocommitted statement, the
+delivery's only database round trip), and only then a coalesced wake-up of a worker (no
+publish while a wake-up is still waiting; it never fails the delivery: a broker outage only
+delays the sync). Answers 202 at once; a worker syncs. A rejected delivery enqueues nothing
+and stores nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Literal
 
 from flask import Blueprint, Response, jsonify, request
 from pydantic import ValidationError
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from service.api.openapi import Parameter
 from service.api.routing import document, json_response, validation_failed
@@ -39,7 +41,8 @@ from service.errors import (
 )
 from service.infra import locks, metrics
 from service.infra.coordination import RedisCoordinator
-from service.infra.models import Trigger, WebhookDelivery
+from service.infra.db import utcnow
+from service.infra.models import ConnectionStatus, Trigger, WebhookDelivery
 from service.services import Services
 from service.sync.triggers import mark_requested, require_syncable, wake_coalesced
 from service.web.context import db_session, services
@@ -93,28 +96,23 @@ class FixedWindowCounter:
 _local_counter = FixedWindowCounter()
 
 
-def check_rate(svc: Services, account_id: str, now: float, pending_key: str) -> bool:
+def check_rate(svc: Services, account_id: str, now: float) -> None:
     """Raise RateLimited when this account sent more than WEBHOOK_RATE_LIMIT_PER_MINUTE
-    webhooks in the current minute; otherwise return whether a coalesced sync is already
-    waiting (the pending flag `pending_key`). With Redis both are one pipelined round trip, so
-    a burst for one account costs one Redis round trip per delivery and no broker publish."""
+    webhooks in the current minute (one pipelined Redis round trip; counted per account id
+    before the connection is looked up, so a refused delivery touches no database)."""
     window = int(now // WINDOW_SECONDS)
-    pending = False
-    coordinator = svc.coordinator
-    if svc.redis is not None and isinstance(coordinator, RedisCoordinator):
+    if svc.redis is not None and isinstance(svc.coordinator, RedisCoordinator):
         key = locks.webhook_rate_key(account_id, window)
         try:
             pipe = svc.redis.pipeline(transaction=False)
             pipe.incr(key)
             pipe.expire(key, 2 * WINDOW_SECONDS)
-            pipe.exists(coordinator.prefix + pending_key)
-            count, _, exists = pipe.execute()
-            count, pending = int(count), bool(exists)
+            count = int(pipe.execute()[0])
         except Exception:
             # Fail open: the limit protects us from floods, it is not correctness; a Redis
             # outage surfaces anyway when the sync is enqueued.
             log.warning("webhook rate counter unavailable; not limiting", exc_info=True)
-            return False
+            return
     else:
         count = _local_counter.hit(account_id, window)
     if count > svc.settings.WEBHOOK_RATE_LIMIT_PER_MINUTE:
@@ -124,7 +122,6 @@ def check_rate(svc: Services, account_id: str, now: float, pending_key: str) -> 
             "this account; retry later",
             retry_after=retry_after,
         )
-    return pending
 
 
 def parse_event(raw: bytes) -> WebhookIn:
@@ -171,33 +168,100 @@ def ingest(svc: Services) -> Literal["accepted", "duplicate"]:
     except SignatureError as exc:
         raise Unauthorized(str(exc)) from None
     event = parse_event(raw)
+    check_rate(svc, event.account_id, now)
+    # The delivery and the durable sync request of every syncable connection of the account
+    # (the admin's, which also does the shared links, and each active member's) commit
+    # together: once we answer 202 the sync is owed even if the broker is down right now
+    # (the scheduler re-sends the wake-up).
+    record = record_in_one_statement if svc.db.is_postgres else record_in_session
+    owed = record(svc, event)
+    if owed is None:  # this event id was delivered before
+        return "duplicate"
+    for connection_id in owed:
+        # Coalesced: no publish while a wake-up for the connection is still waiting.
+        wake_coalesced(svc, connection_id, str(Trigger.WEBHOOK))
+    return "accepted"
 
+
+def record_in_session(_svc: Services, event: WebhookIn) -> list[int] | None:
+    """The delivery row and the sync requests through the ORM (SQLite): the connection ids
+    owed a sync, or None for a repeated event id."""
     session = db_session()
     connection, member_rows = account_connections(session, event.account_id)
     require_syncable(connection)
-    # The whole account resyncs: the admin connection (which also does the shared links) and
-    # every active member connection, each coalesced on its own.
-    members = [c for c in member_rows if c.syncable]
-    pending = check_rate(svc, event.account_id, now, locks.pending_flag(connection.id))
+    owed = [connection, *(c for c in member_rows if c.syncable)]
     session.add(
         WebhookDelivery(event_id=event.id, account_id=event.account_id, event_type=event.type)
     )
-    # The delivery and the durable sync request commit together: once we answer 202 the sync
-    # is owed even if the broker is down right now (the scheduler re-sends the wake-up).
-    for owed in (connection, *members):
-        mark_requested(owed, Trigger.WEBHOOK)
+    for row in owed:
+        mark_requested(row, Trigger.WEBHOOK)
     try:
         session.commit()
-    except IntegrityError:  # this event id was delivered before
+    except IntegrityError:
         session.rollback()
-        return "duplicate"
-    if pending and not members:
-        # A queued sync has not started yet: it reads the source when it starts, after this
-        # delivery was recorded, so it covers this change; no flag write, no broker publish.
-        return "accepted"
-    for connection_id in [connection.id, *(m.id for m in members)]:
-        wake_coalesced(svc, connection_id, str(Trigger.WEBHOOK))
-    return "accepted"
+        return None
+    return [row.id for row in owed]
+
+
+# PostgreSQL: the same in one autocommitted statement, so a delivery costs one database round
+# trip. The delivery is inserted only when the admin connection is active; the requests are
+# written only when the delivery was new. The SELECT sees the rows as they were before.
+RECORD_DELIVERY = text(
+    """
+    WITH account AS (
+        SELECT id, member_id, status FROM connections WHERE account_id = :account
+    ), delivery AS (
+        INSERT INTO webhook_deliveries (event_id, account_id, event_type, received_at)
+        SELECT :event_id, :account, :event_type, :now
+        WHERE EXISTS (
+            SELECT 1 FROM account WHERE member_id IS NULL AND status = :active
+        )
+        ON CONFLICT (event_id) DO NOTHING
+        RETURNING id
+    ), requested AS (
+        UPDATE connections
+        SET sync_requested_at = :now, sync_requested_trigger = :trigger
+        WHERE account_id = :account AND status = :active AND EXISTS (SELECT 1 FROM delivery)
+        RETURNING id
+    )
+    SELECT account.id, account.member_id, account.status,
+           EXISTS (SELECT 1 FROM delivery) AS recorded,
+           (SELECT count(*) FROM requested) AS requested
+    FROM account
+    ORDER BY account.member_id IS NOT NULL, account.member_id
+    """
+)
+
+
+def record_in_one_statement(svc: Services, event: WebhookIn) -> list[int] | None:
+    """`record_in_session` on PostgreSQL in one round trip (see RECORD_DELIVERY). A pooled
+    connection found dead is retried once on a fresh one; a delivery that was recorded
+    before the answer was lost then reads as a duplicate, and its sync is still owed (the
+    scheduler re-sends the wake-up)."""
+    params = {
+        "account": event.account_id,
+        "event_id": event.id,
+        "event_type": event.type,
+        "now": utcnow(),
+        "trigger": str(Trigger.WEBHOOK),
+        "active": str(ConnectionStatus.ACTIVE),
+    }
+    for attempt in (1, 2):
+        try:
+            with svc.db.autocommit.connect() as conn:
+                rows = conn.execute(RECORD_DELIVERY, params).all()
+            break
+        except DBAPIError as exc:
+            if attempt == 2 or not exc.connection_invalidated:
+                raise
+    if not rows or rows[0].member_id is not None:
+        raise NotFound(f"no connection for account {event.account_id!r}")
+    admin = rows[0]
+    if admin.status != ConnectionStatus.ACTIVE:
+        raise Conflict(f"the connection is {admin.status}, not active; it cannot sync")
+    if not admin.recorded:
+        return None
+    return [row.id for row in rows if row.status == ConnectionStatus.ACTIVE]
 
 
 @document(

@@ -101,6 +101,23 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        self._autocommit: Engine | None = None
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    @property
+    def autocommit(self) -> Engine:
+        """For hot paths that are one self-contained statement (the webhook ingest on
+        PostgreSQL): autocommit, so no BEGIN/COMMIT round trips, and no pre-ping, so the
+        statement is the only round trip; callers retry once when the pooled connection
+        turned out dead (`connection_invalidated`)."""
+        if self._autocommit is None:
+            self._autocommit = create_engine(
+                self.url, pool_size=5, max_overflow=10, isolation_level="AUTOCOMMIT"
+            )
+        return self._autocommit
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -117,3 +134,5 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._autocommit is not None:
+            self._autocommit.dispose()

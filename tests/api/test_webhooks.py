@@ -408,16 +408,27 @@ def test_members_changed_resyncs_every_connection_of_the_account(
 
 @pytest.mark.postgres
 @pytest.mark.redis
-def test_a_burst_while_a_sync_is_pending_costs_one_redis_round_trip_each(
+def test_a_burst_while_a_sync_is_pending_costs_one_statement_and_two_redis_round_trips_each(
     pg_settings: Any, enqueued: RecordingEnqueue, redis_client: Any
 ) -> None:
-    """The flood counter and the pending check are one pipeline; once a sync is queued, the
-    burst writes no flag and publishes nothing (seen with Redis MONITOR, commands of our db)."""
+    """On PostgreSQL a delivery is one SQL statement (autocommitted: no BEGIN, no COMMIT, no
+    pre-ping), the flood counter one Redis pipeline and the coalescing flag one SET NX; once a
+    sync is queued, the burst publishes nothing (Redis seen with MONITOR, commands of our
+    db; statements counted on both of the process's engines)."""
+    from sqlalchemy import event
+
     services = Services(pg_settings, enqueue=enqueued)
     try:
         client = create_app(services.settings, services=services).test_client()
         account, cid = add_connection(services)
         assert post(client, body_for(account)).status_code == 202  # sets the pending flag
+        statements: list[tuple[str, str]] = []
+        for name, engine in (("orm", services.db.engine), ("hot", services.db.autocommit)):
+            event.listen(
+                engine,
+                "before_cursor_execute",
+                lambda *args, name=name: statements.append((name, args[2].split()[0])),
+            )
         db = redis_client.connection_pool.connection_kwargs.get("db", 0)
         seen: list[str] = []
         ready, stop = threading.Event(), threading.Event()
@@ -440,10 +451,36 @@ def test_a_burst_while_a_sync_is_pending_costs_one_redis_round_trip_each(
         stop.set()
         redis_client.echo("STOP-MONITOR")
         watcher.join(5)
+        assert statements == [("hot", "WITH")] * 10, statements
         assert deliveries(services, account) == 11
         assert enqueued.calls == [(cid, "webhook", None)]
-        # One pipeline of three commands per delivery, nothing else.
+        # Per delivery: the counter's pipeline (INCRBY, EXPIRE) and the flag's SET NX.
         verbs = [c.split(" ")[0] for c in seen]
-        assert sorted(verbs) == ["EXISTS"] * 10 + ["EXPIRE"] * 10 + ["INCRBY"] * 10, seen
+        assert sorted(verbs) == ["EXPIRE"] * 10 + ["INCRBY"] * 10 + ["SET"] * 10, seen
+        assert all(" NX" in c for c in seen if c.startswith("SET")), seen
+    finally:
+        services.close()
+
+
+@pytest.mark.postgres
+def test_a_dead_pooled_connection_costs_the_delivery_nothing(
+    pg_settings: Any, enqueued: RecordingEnqueue
+) -> None:
+    """The hot path has no pre-ping: when its pooled connection was terminated (a database
+    restart, a failover), the statement is retried once on a fresh connection: 202, not 503."""
+    from sqlalchemy import text
+
+    services = Services(pg_settings, enqueue=enqueued)
+    try:
+        client = create_app(services.settings, services=services).test_client()
+        account, _ = add_connection(services)
+        assert post(client, body_for(account)).status_code == 202
+        with services.db.autocommit.connect() as conn:  # the one pooled connection
+            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+        with services.db.engine.connect() as conn:
+            assert conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar()
+        response = post(client, body_for(account))
+        assert response.status_code == 202 and response.json == {"status": "accepted"}
+        assert deliveries(services, account) == 2
     finally:
         services.close()
