@@ -24,9 +24,10 @@ import random
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from flask import Flask, Response, jsonify, request
 
@@ -136,6 +137,11 @@ WORDS = ["Intro", "Demo", "Strategy", "Onboarding", "Review", "Check-in", "Kicko
 KINDS = ["One-on-one", "Group", "Round robin", "Collective"]
 
 
+class Listing(NamedTuple):
+    items: list[dict[str, Any]]
+    etag: str
+
+
 def event_types_etag(items: list[dict[str, Any]]) -> str:
     canonical = json.dumps(items, sort_keys=True, separators=(",", ":"))
     return '"' + hashlib.sha256(canonical.encode()).hexdigest()[:32] + '"'
@@ -204,6 +210,11 @@ class DemoSourceStore:
         self._accounts: dict[str, list[dict[str, Any]]] = {}
         self._members: dict[str, list[dict[str, Any]]] = {}
         self._mtime: float | None = None
+        # What the contract's endpoints serve, computed once per change of the store (a big
+        # account's listing is paged in 100s: re-copying and re-hashing it for every page
+        # made the source the slow part of a 10,000-type sync). Key: (kind, account id).
+        self._version = 0
+        self._served: dict[tuple[str, str], tuple[int, Listing | None]] = {}
         if path is not None and path.exists():
             self._load()
 
@@ -221,6 +232,7 @@ class DemoSourceStore:
             else {}
         )
         self._mtime = self.path.stat().st_mtime
+        self._version += 1
 
     def _refresh(self) -> None:
         """Pick up a hand edit of the file."""
@@ -233,6 +245,7 @@ class DemoSourceStore:
                 pass  # a half-saved edit: keep serving the last good data
 
     def _save(self) -> None:
+        self._version += 1
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -254,6 +267,31 @@ class DemoSourceStore:
             if items is None and self.auto_create:
                 items = self.ensure_account(account_id)
             return copy.deepcopy(items) if items is not None else None
+
+    def listing(self, account_id: str) -> Listing | None:
+        """The account's event types as the contract serves them, with their ETag (None: no
+        such account). Shared and cached until the next change: callers must not mutate."""
+        return self._serve("event-types", account_id, self.list)
+
+    def member_listing(self, account_id: str) -> Listing | None:
+        """The account's team with its ETag (None: no team). Cached like `listing`."""
+        return self._serve("members", account_id, self.members)
+
+    def _serve(
+        self,
+        kind: str,
+        account_id: str,
+        read: Callable[[str], builtins.list[dict[str, Any]] | None],
+    ) -> Listing | None:
+        with self._lock:
+            self._refresh()
+            cached = self._served.get((kind, account_id))
+            if cached is not None and cached[0] == self._version:
+                return cached[1]
+            items = read(account_id)  # a copy, taken under the lock
+            served = None if items is None else Listing(items, event_types_etag(items))
+            self._served[(kind, account_id)] = (self._version, served)
+            return served
 
     def ensure_account(self, account_id: str) -> builtins.list[dict[str, Any]]:
         with self._lock:
@@ -367,7 +405,7 @@ def create_demo_source_app(
         stats.hit(str(status) if status in (304, 404) else "errors")
         return jsonify(error=message), status
 
-    def paged(items: list[dict[str, Any]] | None) -> Any:
+    def paged(listing: Listing | None) -> Any:
         """One page of a listing, with the contract's ETag and cursor rules."""
         if request.headers.get("Authorization") != f"Bearer {token}":
             return error(401, "missing or wrong bearer token")
@@ -378,9 +416,9 @@ def create_demo_source_app(
             return error(faults.fail_status, "injected failure")
         if faults.error_rate and faults.rng.random() < faults.error_rate:
             return error(faults.fail_status, "injected failure")
-        if items is None:
+        if listing is None:
             return error(404, "account not found")
-        etag = event_types_etag(items)
+        items, etag = listing.items, listing.etag
         cursor = request.args.get("cursor")
         offset = 0
         if cursor:
@@ -413,11 +451,11 @@ def create_demo_source_app(
 
     @app.get("/accounts/<account_id>/event-types")
     def event_types(account_id: str) -> Any:
-        return paged(store.list(account_id))
+        return paged(store.listing(account_id))
 
     @app.get("/accounts/<account_id>/members")
     def members(account_id: str) -> Any:
-        return paged(store.members(account_id))
+        return paged(store.member_listing(account_id))
 
     # Control endpoints for tests, benchmarks and humans (not part of the contract) ------
 

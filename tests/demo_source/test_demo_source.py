@@ -39,6 +39,8 @@ def test_pagination_etag_and_304(source: Any) -> None:
     source.store.update("paged", "evt_paged_1", name="changed")
     changed = client(source).listing("paged", etag=listing.etag)
     assert not changed.not_modified and changed.etag != listing.etag
+    # The served listing is cached per change of the store, never past one.
+    assert next(item for item in changed if item["id"] == "evt_paged_1")["name"] == "changed"
 
 
 def test_a_failing_page_makes_the_listing_incomplete(source: Any) -> None:
@@ -63,11 +65,16 @@ def test_file_store_persists_and_picks_up_hand_edits(tmp_path: Path) -> None:
     created = store.list("acme")
     assert created is not None and len(created) == 5 and sum(not e["active"] for e in created) == 1
     assert DemoSourceStore(path).list("acme") == created
+    served = store.listing("acme")
+    assert served is not None and served.items == created
     data = json.loads(path.read_text())
     data["accounts"]["acme"][0]["name"] = "Edited by hand"
     time.sleep(0.01)
     path.write_text(json.dumps(data))
     assert store.list("acme")[0]["name"] == "Edited by hand"  # type: ignore[index]
+    edited = store.listing("acme")
+    assert edited is not None and edited.items[0]["name"] == "Edited by hand"
+    assert edited.etag != served.etag
 
 
 def test_control_endpoints(tmp_path: Path) -> None:
