@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
+from service.close.client import CloseAuthError
 from service.close.oauth import CloseOAuth, OAuthFailure, TokenSet
 from service.infra import locks, metrics, outbox
 from service.infra.coordination import Coordinator, LockNotAcquired, held_lock
@@ -192,6 +193,10 @@ class ConnectionTokens:
         self.connection_id = connection_id
         self._lock = threading.Lock()
         self._cached: tuple[str, datetime, int] | None = None
+        # Tokens this provider got by refreshing after a 401. Close refusing one of those too
+        # refuses the connection, not the token: no second refresh (the calls that were in
+        # flight with it would otherwise each refresh again).
+        self._after_401: set[str] = set()
 
     def get(self) -> str:
         with self._lock:
@@ -201,8 +206,11 @@ class ConnectionTokens:
 
     def refresh_after_401(self, rejected: str) -> str:
         with self._lock:
+            if rejected in self._after_401:
+                raise CloseAuthError("Close rejected a freshly refreshed access token", status=401)
             if self._cached is not None and self._cached[0] != rejected:
                 return self._cached[0]  # another thread already replaced it
             seen = self._cached[2] if self._cached else None
             self._cached = self.manager.refresh(self.connection_id, seen_generation=seen)
+            self._after_401.add(self._cached[0])
             return self._cached[0]

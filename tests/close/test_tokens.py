@@ -142,3 +142,25 @@ def test_key_rotation_round_trip_on_postgres(
     run_sync(svc, cid, trigger="manual")  # the re-encrypted tokens still work against Close
     assert set(our_links(sandbox)) == {"evt_1"}
     svc.close()
+
+
+def test_a_401_for_a_token_refreshed_after_a_401_refreshes_no_more(
+    services: Services, sandbox: Any
+) -> None:
+    """Found flaky in a full run: when Close refuses every call, the calls in flight with the
+    token the first 401 brought each got a 401 too and each refreshed again. A token that a
+    401 refresh produced and that Close refuses as well means Close refuses the connection."""
+    import pytest
+
+    from service.close.client import CloseAuthError
+
+    cid = connect_directly(services, sandbox, new_account())
+    provider = services.tokens.provider(cid)
+    first = provider.get()
+    sandbox.state.reset_calls()
+    second = provider.refresh_after_401(first)
+    assert second != first and sandbox.state.calls["oauth:refresh_token"] == 1
+    assert provider.refresh_after_401(first) == second  # a call still in flight with the old
+    with pytest.raises(CloseAuthError):
+        provider.refresh_after_401(second)
+    assert sandbox.state.calls["oauth:refresh_token"] == 1
