@@ -62,6 +62,9 @@ def api_blueprint(state: SandboxState) -> Blueprint:
             raise SandboxError(401, "Authentication required: send Authorization: Bearer <token>.")
         grant = state.authenticate(token)
         g.grant = grant
+        # Who made it, for tests: "by:<user id> <METHOD> <route>" (never a METHOD-first key,
+        # so sums over the plain call counters are unchanged).
+        state.count(f"by:{grant.user_id} {request.method} {route_key(request.url_rule.rule)}")
         return admit(state, group, token, grant.org_id)
 
     def caller() -> Grant:

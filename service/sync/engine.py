@@ -567,12 +567,13 @@ class SyncEngine:
                 if rows[m.event_type_id].close_shared_id
                 and rows[m.event_type_id].content_hash is not None
             ]
+            map_as = self._mapping_callers(session, connection, close)
             self._in_parallel(
                 [
                     (
                         m,
                         _bind(
-                            close.map_shared_link,
+                            map_as(m),
                             {
                                 **mapping_body(m.event_type_id, m.close_user_id),
                                 m.target_kind: m.target_value,
@@ -612,6 +613,49 @@ class SyncEngine:
             outcome.errors.append(
                 f"{the_plan.withheld} shared-link removal(s) withheld until a complete listing"
             )
+
+    def _mapping_callers(
+        self, session: Session, admin: Connection, close: CloseClient
+    ) -> Callable[[team.DesiredMapping], Callable[[dict[str, Any]], Any]]:
+        """Who makes each mapping call. Close lets the owner of a user link map a shared link
+        to it for themselves, so a mapping to a member's own link is made with that member's
+        connection: the admin's token has its own per-token limit (a third of the org's), and
+        a team's mappings would otherwise all queue on it. Everything else, and any mapping
+        the member's token cannot make (grant gone, refused), goes through the admin."""
+        members = {
+            c.member_id: c
+            for c in session.scalars(
+                select(Connection).where(
+                    Connection.account_id == admin.account_id,
+                    Connection.member_id.is_not(None),
+                    Connection.status == ConnectionStatus.ACTIVE,
+                    Connection.close_org_id == admin.close_org_id,
+                )
+            )
+        }
+        clients: dict[str, CloseClient] = {}
+
+        def caller(mapping: team.DesiredMapping) -> Callable[[dict[str, Any]], Any]:
+            owner = members.get(mapping.member_id)
+            if (
+                owner is None
+                or owner.close_user_id != mapping.close_user_id
+                or mapping.target_kind != team.USER_LINK_TARGET
+            ):
+                return close.map_shared_link
+            if mapping.member_id not in clients:
+                clients[mapping.member_id] = self.close_for(owner)
+            own = clients[mapping.member_id]
+
+            def as_owner(body: dict[str, Any]) -> Any:
+                try:
+                    return own.map_shared_link(body)
+                except (*FATAL, CloseAuthError, CloseForbidden, TokenRefreshUnavailable):
+                    return close.map_shared_link(body)
+
+            return as_owner
+
+        return caller
 
     def _in_parallel(
         self,

@@ -110,6 +110,10 @@ class DesiredShared:
     content_hash: str
 
 
+USER_LINK_TARGET = "user_scheduling_link_id"
+URL_TARGET = "url"
+
+
 @dataclass(frozen=True)
 class DesiredMapping:
     event_type_id: str
@@ -159,9 +163,9 @@ def desired_shared(
                 continue  # not in the Close org (or a second member with the same Close user)
             link_id = user_links.get(assignment_source_id(et_id, member))
             if link_id:
-                kind, value = "user_scheduling_link_id", link_id
+                kind, value = USER_LINK_TARGET, link_id
             elif isinstance(url, str) and url.startswith(("http://", "https://")):
-                kind, value = "url", url
+                kind, value = URL_TARGET, url
             else:
                 continue
             taken.add(user_id)

@@ -994,7 +994,10 @@ def test_inspection_endpoints(sandbox: Sandbox) -> None:
     access = sandbox.issue()["access_token"]
     sandbox.api("POST", "/scheduling_link/integration/", access, json=link_body())
     calls = sandbox.control("GET", "calls").json()
-    assert calls == {"POST /scheduling_link/integration/": 1}
+    assert calls == {
+        "POST /scheduling_link/integration/": 1,
+        "by:user_jane POST /scheduling_link/integration/": 1,  # who made it
+    }
     state = sandbox.control("GET", "state").json()
     assert {"links", "orgs", "users", "grants", "shared_links", "faults", "config"} <= set(state)
     assert [link["source_id"] for link in state["links"]] == ["evt-1"]

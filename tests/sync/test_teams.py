@@ -127,6 +127,14 @@ def test_team_round_trip(services: Services, sandbox: Any, source: Any) -> None:
         "user_carol": our_links(sandbox, "user_carol")["price:m_carol"]["id"],
         "user_dave": f"https://book.example.com/{account}/m_dave/price",  # not connected: url
     }
+    # A mapping to a member's own link is made with that member's token (Close allows the
+    # owner), so a team's mappings do not all queue on the admin's per-token limit; the
+    # admin maps its own user and the URL targets.
+    mapped = "POST /shared_scheduling_link_association/"
+    assert {
+        user: sandbox.state.calls[f"by:{user} {mapped}"]
+        for user in ("user_jane", "user_bob", "user_carol")
+    } == {"user_jane": 2, "user_bob": 1, "user_carol": 2}
 
     # No change anywhere: zero writes to Close from every connection.
     before = writes(sandbox)
