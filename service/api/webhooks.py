@@ -2,7 +2,8 @@
 
 Order matters, cheapest and least trusting first: size and content type (before reading the
 body), the signature (before parsing JSON or touching the database), the body, the
-per-account flood limit (one Redis round trip, before any database work), then the connection
+per-account flood limit (one Redis round trip, before any database work, which also asks
+whether the account's coalesced sync is already waiting), then the connection
 and de-duplication by event id (insert, unique constraint) committed with the durable sync
 request of every connection of the account (on PostgreSQL one autocommitted statement, the
 delivery's only database round trip), and only then a coalesced wake-up of a worker (no
@@ -96,23 +97,41 @@ class FixedWindowCounter:
 _local_counter = FixedWindowCounter()
 
 
-def check_rate(svc: Services, account_id: str, now: float) -> None:
+# account id -> its admin connection's id, as the last delivery found it: lets the flood
+# counter's pipeline also ask whether that connection's coalesced sync is already waiting, so a
+# burst costs one Redis round trip per delivery. Only a hint: the answer counts only when the
+# database returns the same id (an account that reconnected gets a new one).
+_admin_ids: dict[str, int] = {}
+ADMIN_IDS_KEPT = 100_000
+
+
+def check_rate(svc: Services, account_id: str, now: float) -> int | None:
     """Raise RateLimited when this account sent more than WEBHOOK_RATE_LIMIT_PER_MINUTE
-    webhooks in the current minute (one pipelined Redis round trip; counted per account id
-    before the connection is looked up, so a refused delivery touches no database)."""
+    webhooks in the current minute (one pipelined Redis round trip, before any database
+    work, so a refused delivery touches no database). Returns the admin connection id whose
+    coalesced sync is already waiting (the pending flag of the id `_admin_ids` remembers),
+    else None."""
     window = int(now // WINDOW_SECONDS)
-    if svc.redis is not None and isinstance(svc.coordinator, RedisCoordinator):
+    pending_for: int | None = None
+    coordinator = svc.coordinator
+    if svc.redis is not None and isinstance(coordinator, RedisCoordinator):
         key = locks.webhook_rate_key(account_id, window)
+        known = _admin_ids.get(account_id)
         try:
             pipe = svc.redis.pipeline(transaction=False)
             pipe.incr(key)
             pipe.expire(key, 2 * WINDOW_SECONDS)
-            count = int(pipe.execute()[0])
+            if known is not None:
+                pipe.exists(coordinator.prefix + locks.pending_flag(known))
+            answers = pipe.execute()
+            count = int(answers[0])
+            if known is not None and answers[2]:
+                pending_for = known
         except Exception:
             # Fail open: the limit protects us from floods, it is not correctness; a Redis
             # outage surfaces anyway when the sync is enqueued.
             log.warning("webhook rate counter unavailable; not limiting", exc_info=True)
-            return
+            return None
     else:
         count = _local_counter.hit(account_id, window)
     if count > svc.settings.WEBHOOK_RATE_LIMIT_PER_MINUTE:
@@ -122,6 +141,7 @@ def check_rate(svc: Services, account_id: str, now: float) -> None:
             "this account; retry later",
             retry_after=retry_after,
         )
+    return pending_for
 
 
 def parse_event(raw: bytes) -> WebhookIn:
@@ -168,7 +188,7 @@ def ingest(svc: Services) -> Literal["accepted", "duplicate"]:
     except SignatureError as exc:
         raise Unauthorized(str(exc)) from None
     event = parse_event(raw)
-    check_rate(svc, event.account_id, now)
+    pending_for = check_rate(svc, event.account_id, now)
     # The delivery and the durable sync request of every syncable connection of the account
     # (the admin's, which also does the shared links, and each active member's) commit
     # together: once we answer 202 the sync is owed even if the broker is down right now
@@ -177,6 +197,14 @@ def ingest(svc: Services) -> Literal["accepted", "duplicate"]:
     owed = record(svc, event)
     if owed is None:  # this event id was delivered before
         return "duplicate"
+    if len(_admin_ids) >= ADMIN_IDS_KEPT:
+        _admin_ids.clear()
+    _admin_ids[event.account_id] = owed[0]
+    if owed == [pending_for]:
+        # A queued sync of the admin connection (the only one) has not started yet: it reads
+        # the source when it starts, after this delivery was recorded, so it covers this
+        # change; no flag write, no broker publish.
+        return "accepted"
     for connection_id in owed:
         # Coalesced: no publish while a wake-up for the connection is still waiting.
         wake_coalesced(svc, connection_id, str(Trigger.WEBHOOK))
