@@ -97,7 +97,7 @@ def run_naive(s: Stack, pairs: list[tuple[str, int]], parallel: int) -> tuple[fl
 
 
 def initial_one(quick: bool) -> dict[str, Any]:
-    n = 100 if quick else 1000
+    n = 40 if quick else 1000
     rate = 20.0
     with stack(latency_ms=40, rate_per_token=rate) as s:
         accounts = {

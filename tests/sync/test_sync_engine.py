@@ -120,6 +120,7 @@ def test_bad_event_types_are_per_link_errors_and_the_rest_syncs(
 def test_incomplete_listing_applies_upserts_but_never_deletes(
     services: Services, sandbox: Any, source: Any, connected_account: ConnectedAccount
 ) -> None:
+    services.settings.CLOSE_RATE_PER_SECOND = 1000.0  # before the budget is made: a fast test
     account, cid = connected_account(250)
     sandbox.state.config.rate_limit_per_token = 1000.0
     assert sync(services, cid).created == 250
@@ -171,17 +172,17 @@ def test_rate_limited_sync_paces_itself_whatever_headers_close_sends(
 ) -> None:
     """A limit below our default rate: paced from RateLimit when Close sends it, found after a
     429 or two when it does not; never a tight retry loop, and the result is exact."""
-    _account, cid = connected_account(40)
-    sandbox.state.update_config(rate_limit_per_token=4.0, rate_limit_headers=mode)
+    _account, cid = connected_account(24)
+    sandbox.state.update_config(rate_limit_per_token=5.0, rate_limit_headers=mode)
     started = time.monotonic()
     run = sync(services, cid)
     elapsed = time.monotonic() - started
-    assert (run.status, run.created) == ("succeeded", 40), run.error
-    assert set(our_links(sandbox)) == {f"evt_{n}" for n in range(1, 41)}
+    assert (run.status, run.created) == ("succeeded", 24), run.error
+    assert set(our_links(sandbox)) == {f"evt_{n}" for n in range(1, 25)}
     limited = sandbox.state.calls["429"]
     print(f"mode={mode} 429s={limited} elapsed={elapsed:.1f}s")
     assert limited <= (1 if mode == "full" else 6), limited
-    assert elapsed < 40  # 10 s at the limit; backing off must not crawl either
+    assert elapsed < 20  # about 5 s at the limit; backing off must not crawl either
 
 
 def test_reconcile_repairs_drift_and_never_touches_other_links(
