@@ -416,6 +416,8 @@ def _summary(
         "",
         f"  Connect the demo account '{account}' (the link is valid for {ttl_minutes} min):",
         f"    {connect_url}",
+        "  A fresh connect link (or, once connected, a status-page link) at any time:",
+        f"    .venv/bin/linksync connect-link {account}   (add --manage for the status page)",
         "",
         "  Ctrl-C stops everything.",
     ]

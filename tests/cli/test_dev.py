@@ -48,6 +48,9 @@ def test_dev_prints_its_summary_last_refuses_a_second_run_and_stops_on_sigterm(
         assert "celery" not in output.lower() and "WARNING" not in output, output
         web = f"http://127.0.0.1:{ports[0]}"
         assert re.search(rf"\n    {re.escape(web)}/connect/\S+\n", output), output
+        # How to get a fresh link once that one expired or was used (issue: the status page
+        # must not die with the connect link).
+        assert ".venv/bin/linksync connect-link demo-account" in output, output
         logs = instance / "logs"
         assert f"{logs}/<name>.log (sandbox, demo-source, worker, beat, web)" in output
         assert "ready." in (logs / "worker.log").read_text()

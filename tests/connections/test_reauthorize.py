@@ -98,6 +98,17 @@ def test_reconnecting_revokes_the_grant_it_replaces(
         browser.svc.oauth.refresh(old_refresh)
     run = run_enqueued(browser.svc, enqueued)
     assert run.status == "succeeded" and set(our_links(sandbox)) == {"evt_1"}
+    # The integrator is told: connected the first time, reconnected the second.
+    from service.infra.models import Event
+
+    with browser.svc.db.session() as session:
+        events = session.scalars(
+            select(Event).where(Event.account_id == account).order_by(Event.id)
+        ).all()
+        told = [(e.type, e.data.get("previous_status")) for e in events if "connect" in e.type]
+    assert told == [("connection.connected", None), ("connection.reconnected", "active")]
+    [again] = [e for e in events if e.type == "connection.reconnected"]
+    assert again.data["close_user"]["id"] == "user_jane"
 
 
 def test_the_same_user_reconnecting_in_another_org_leaves_the_old_org_clean(

@@ -9,6 +9,7 @@ import itertools
 import time
 from typing import Any
 
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from service.app import create_app
@@ -57,6 +58,17 @@ def independent_verify(secret: str, header: str, body: bytes) -> bool:
     )
 
 
+def attempts_counted(outcome: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "linksync_event_delivery_attempts_total", {"outcome": outcome}
+    )
+    return value or 0.0
+
+
+def latency_observations() -> float:
+    return REGISTRY.get_sample_value("linksync_event_delivery_seconds_count") or 0.0
+
+
 def test_flaky_receiver_gets_every_event_once_delivered_in_order_signed(
     event_services: Services, sandbox: Any, receiver: tuple[Receiver, str]
 ) -> None:
@@ -66,7 +78,14 @@ def test_flaky_receiver_gets_every_event_once_delivered_in_order_signed(
     recv.script = [500, 503, 500]  # the first three posts fail, whichever they are
     a_uids = emit(event_services, a, 3)
     b_uids = emit(event_services, b, 2)
+    before = {outcome: attempts_counted(outcome) for outcome in ("delivered", "failed")}
+    timed = latency_observations()
     deliver_until_done(event_services)
+    # Every attempt is counted for Prometheus, by outcome, with its latency; nothing is left.
+    assert attempts_counted("delivered") - before["delivered"] == 5
+    assert attempts_counted("failed") - before["failed"] == 3
+    assert latency_observations() - timed == 8
+    assert REGISTRY.get_sample_value("linksync_event_backlog") == 0
 
     delivered = recv.delivered()
     by_account: dict[str, list[str]] = {}

@@ -210,6 +210,26 @@ def test_reconcile_repairs_drift_and_never_touches_other_links(
     assert manual["id"] in ids
 
 
+def test_a_close_that_lost_every_link_is_repaired_by_the_next_reconcile(
+    services: Services, sandbox: Any, source: Any, connected_account: ConnectedAccount
+) -> None:
+    """What a restarted dev sandbox without its state file looks like to us: the grant still
+    works, but Close holds none of our links while our rows say synced. The next reconcile
+    puts every link back and the connection stays active (no "needs reconnect")."""
+    _account, cid = connected_account(5)
+    assert sync(services, cid).created == 5
+    for link in our_links(sandbox).values():
+        sandbox.state.delete_link(link["id"])
+    assert our_links(sandbox) == {}
+    run = sync(services, cid, reconcile=True)
+    assert run.status == "succeeded" and run.created == 5, run.error
+    assert set(our_links(sandbox)) == {f"evt_{n}" for n in range(1, 6)}
+    with services.db.session() as session:
+        connection = session.get(Connection, cid)
+        assert connection is not None and connection.status == ConnectionStatus.ACTIVE
+    assert all(row.state == LinkState.SYNCED for row in link_rows(services, cid).values())
+
+
 def test_source_account_gone_pauses_without_deleting(
     services: Services, sandbox: Any, source: Any
 ) -> None:
