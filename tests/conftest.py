@@ -8,10 +8,12 @@ sandbox and the source are reset before each test.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -38,6 +40,43 @@ WEBHOOK_SECRET = "test-webhook-secret"
 
 
 # Real backing services ----------------------------------------------------------------
+
+
+CHAOS_RESULTS_ENV = "CHAOS_SUMMARY_FILE"
+CHAOS_KEY = pytest.StashKey[str]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The controlling process (not an xdist worker) makes the file the chaos scenarios
+    report to; workers inherit its path through the environment."""
+    if hasattr(config, "workerinput") or os.environ.get(CHAOS_RESULTS_ENV):
+        return
+    fd, path = tempfile.mkstemp(prefix="linksync-chaos-", suffix=".jsonl")
+    os.close(fd)
+    os.environ[CHAOS_RESULTS_ENV] = path
+    config.stash[CHAOS_KEY] = path
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    path = config.stash.get(CHAOS_KEY, None)
+    if path is None:
+        return
+    try:
+        rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line]
+    finally:
+        Path(path).unlink(missing_ok=True)
+        os.environ.pop(CHAOS_RESULTS_ENV, None)
+    if not rows:
+        return
+    terminalreporter.section("chaos summary")
+    terminalreporter.write_line(
+        f"{'scenario':<44} {'duration':>9} {'close calls':>12} {'links checked':>14} {'lost':>5}"
+    )
+    for r in rows:
+        terminalreporter.write_line(
+            f"{r['scenario']:<44} {r['duration']:>8.1f}s {r['close_calls']:>12} "
+            f"{r['links_checked']:>14} {r['lost']:>5}" + (f"  {r['notes']}" if r["notes"] else "")
+        )
 
 
 @pytest.fixture(scope="session")

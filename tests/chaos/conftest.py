@@ -2,11 +2,13 @@
 the sandbox and the source, and real Celery workers that get killed.
 
 `CHAOS_FAULT_SECONDS` sets how long the fault windows last (default 120 for `make chaos`;
-the regular test run sets 15). A summary table is printed at the end of the run.
+`make test` sets 8). A summary table is printed at the end of the run.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import shutil
 import socket
@@ -24,7 +26,7 @@ from service.infra.models import Connection
 from service.services import Services
 from service.settings import SANDBOX_CLIENT_ID, Settings
 from service.sync.triggers import request_sync
-from tests.conftest import WorkerProcess, wait_until
+from tests.conftest import CHAOS_RESULTS_ENV, WorkerProcess, wait_until
 
 FAULT_SECONDS = float(os.environ.get("CHAOS_FAULT_SECONDS", "120"))
 
@@ -39,22 +41,14 @@ class Result:
     notes: str = ""
 
 
-RESULTS: list[Result] = []
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not RESULTS:
-        return
-    terminalreporter.section("chaos summary")
-    header = (
-        f"{'scenario':<44} {'duration':>9} {'close calls':>12} {'links checked':>14} {'lost':>5}"
-    )
-    terminalreporter.write_line(header)
-    for r in RESULTS:
-        terminalreporter.write_line(
-            f"{r.scenario:<44} {r.duration:>8.1f}s {r.close_calls:>12} {r.links_checked:>14} {r.lost:>5}"
-            + (f"  {r.notes}" if r.notes else "")
-        )
+def report(result: Result) -> None:
+    """Add a row to the chaos summary. The rows go to a file that the controlling pytest
+    process prints at the end (tests/conftest.py), so the table appears with pytest-xdist too,
+    whichever worker process ran the scenario."""
+    path = os.environ.get(CHAOS_RESULTS_ENV)
+    if path:
+        with open(path, "a") as handle:
+            handle.write(json.dumps(dataclasses.asdict(result)) + "\n")
 
 
 def free_port() -> int:
