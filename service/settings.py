@@ -168,7 +168,7 @@ class Settings(BaseSettings):
     WEBHOOK_RATE_LIMIT_PER_MINUTE: int = Field(default=600, ge=1)
     # Redis transport: an unacknowledged task is redelivered after this long. Keep it above
     # the longest task (task_time_limit, 3600 s); countdowns are clamped below it.
-    BROKER_VISIBILITY_TIMEOUT_SECONDS: int = Field(default=3600, ge=1, le=7 * 86400)
+    BROKER_VISIBILITY_TIMEOUT_SECONDS: int = Field(default=7200, ge=1, le=7 * 86400)
     # /readyz answers 503 when no worker has reported a heartbeat recently (off: a web process
     # stays ready without workers; the check is still reported).
     READYZ_REQUIRE_WORKER: bool = False
