@@ -1,8 +1,9 @@
 """The worker app with the bench's broker overrides: `celery -A bench.worker_app worker`.
 
 The broker's visibility timeout (how long Redis keeps a delivered, unacknowledged task before
-handing it to another worker) is fixed in service.jobs (300 s) and is not a setting, so a
-benchmark that needs a run to outlast it sets BENCH_VISIBILITY_TIMEOUT here instead (and makes kombu look for overdue tasks every second).
+handing it to another worker) is BROKER_VISIBILITY_TIMEOUT_SECONDS; a benchmark that needs a
+run to outlast it sets BENCH_VISIBILITY_TIMEOUT here, and also makes kombu look for overdue
+tasks every second (kombu's restore interval is not a setting of ours).
 """
 
 from __future__ import annotations
