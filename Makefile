@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml requirements.lock
 install: $(STAMP) ## Create the venv and install the package with dev tools
 
 run: $(STAMP) ## Run everything locally with embedded defaults (SQLite, sandbox, demo source)
-	$(VENV)/bin/linksync dev
+	@$(VENV)/bin/linksync dev
 
 test: $(STAMP) ## Run the whole test suite (needs PostgreSQL, Redis and Chromium; see README)
 	$(VENV)/bin/ruff check .
