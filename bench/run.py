@@ -1202,7 +1202,8 @@ def one_machine(quick: bool) -> dict[str, Any]:
                 for i, a in enumerate(linked)
             ],
         }
-        timed_requests(endpoints["status"][:20], headers, threads)  # warm the pools
+        for urls in endpoints.values():  # warm the pools and each endpoint's first use
+            timed_requests(urls[:20], headers, threads)
         api: dict[str, Any] = {}
         for name, urls in endpoints.items():
             client, server, statuses = timed_requests(urls, headers, threads)
