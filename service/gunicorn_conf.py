@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 from typing import Any
@@ -67,3 +68,10 @@ def child_exit(_server: object, worker: object) -> None:
     # Drop a dead worker's live gauges from the multiprocess metrics directory.
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+
+
+def post_worker_init(_worker: object) -> None:
+    # The app and its imports are loaded: move them out of the collector's way, so a full
+    # collection walks only what requests allocate (it walked the whole app before: ~100 ms
+    # pauses, the coverage endpoint's p99 in the one_machine benchmark).
+    gc.freeze()
