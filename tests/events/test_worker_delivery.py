@@ -86,3 +86,74 @@ def test_killed_mid_delivery_the_event_is_delivered_after_restart(
         assert recv.arrived >= 2  # posted again: at least once
     finally:
         svc.close()
+
+
+def test_a_slow_integrator_endpoint_does_not_slow_syncs(
+    make_settings: Callable[..., Settings],
+    pg_url: str,
+    redis_url: str,
+    sandbox: Any,
+    source: Any,
+    receiver: tuple[Receiver, str],
+    start_worker: Callable[..., Any],
+) -> None:
+    """Delivery is its own task on its own queue, and only one deliverer runs at a time: while
+    the integrator's endpoint takes 15 s to answer, a sync in the same worker (2 threads)
+    still finishes at its own speed."""
+    from service.infra.models import RunStatus, SyncRun
+    from service.jobs import send_sync
+    from tests.helpers import event_type
+
+    recv, url = receiver
+    forget_connections(pg_url)
+    import redis as redis_lib
+
+    from service.infra import locks
+
+    redis_lib.Redis.from_url(redis_url).delete(
+        *(
+            "linksync:" + key
+            for key in (
+                locks.EVENTS_DELIVERY_LOCK,
+                locks.EVENTS_DIRTY_FLAG,
+                locks.EVENTS_WAKE_SCHEDULED_FLAG,
+            )
+        )
+    )
+    settings = make_settings(
+        DATABASE_URL=pg_url,
+        REDIS_URL=redis_url,
+        INTEGRATOR_WEBHOOK_URL=url,
+        INTEGRATOR_WEBHOOK_SECRET=INTEGRATOR_SECRET,
+        INTEGRATOR_WEBHOOK_TIMEOUT_SECONDS=30,
+    )
+    celery = make_celery(settings)
+    svc = Services(settings, enqueue=RecordingEnqueue(), wake_events=wake_events_with(celery))
+    try:
+        account = new_account()
+        source.store.put_all(account, [event_type(n, account) for n in range(1, 11)])
+        cid = connect_directly(svc, sandbox, account)
+        recv.delay = 15
+        start_worker(settings)
+        emit(svc, cid, 3)  # the commit wakes the deliverer, which waits on the endpoint
+        wait_until(lambda: recv.arrived >= 1, timeout=30)
+        started = time.monotonic()
+        send_sync(celery, cid, "manual")
+
+        def synced() -> SyncRun | None:
+            with svc.db.session() as session:
+                run = session.scalar(
+                    select(SyncRun).where(
+                        SyncRun.connection_id == cid, SyncRun.status == RunStatus.SUCCEEDED
+                    )
+                )
+                return run
+
+        run = wait_until(synced, timeout=30)
+        took = time.monotonic() - started
+        assert run.created == 10
+        assert took < 10, took  # the endpoint still holds its first request for 15 s
+        assert recv.arrived == 1  # in order: nothing else was posted meanwhile
+    finally:
+        recv.delay = 0
+        svc.close()
