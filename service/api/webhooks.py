@@ -233,7 +233,8 @@ def record_in_session(_svc: Services, event: WebhookIn) -> list[int] | None:
 
 # PostgreSQL: the same in one autocommitted statement, so a delivery costs one database round
 # trip. The delivery is inserted only when the admin connection is active; the requests are
-# written only when the delivery was new. The SELECT sees the rows as they were before.
+# written only when the delivery was new (PostgreSQL runs a data-modifying WITH whether or not
+# the query reads it). The SELECT sees the rows as they were before.
 RECORD_DELIVERY = text(
     """
     WITH account AS (
@@ -250,11 +251,9 @@ RECORD_DELIVERY = text(
         UPDATE connections
         SET sync_requested_at = :now, sync_requested_trigger = :trigger
         WHERE account_id = :account AND status = :active AND EXISTS (SELECT 1 FROM delivery)
-        RETURNING id
     )
     SELECT account.id, account.member_id, account.status,
-           EXISTS (SELECT 1 FROM delivery) AS recorded,
-           (SELECT count(*) FROM requested) AS requested
+           EXISTS (SELECT 1 FROM delivery) AS recorded
     FROM account
     ORDER BY account.member_id IS NOT NULL, account.member_id
     """

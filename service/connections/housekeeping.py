@@ -1,10 +1,10 @@
 """Housekeeping (hourly): forget what no longer matters.
 
-Kept: webhook deliveries 7 days (the de-duplication window), OAuth states until they expire,
-connect links and manage sessions a day past expiry or revocation (so a late click still
-reads "expired" rather than "unknown"; connect links 30 days, the integrator may look them
-up), events INTEGRATOR_EVENTS_RETENTION_DAYS, finished sync runs 30 days, except each
-connection's last run (its status names it) and anything unfinished."""
+Kept: webhook deliveries 7 days (the de-duplication window); OAuth states until they expire;
+connect links 30 days past expiry (the integrator may still look one up); manage sessions a
+day past expiry or revocation (a late click still reads "expired", not "unknown"); events
+INTEGRATOR_EVENTS_RETENTION_DAYS; finished sync runs 30 days, except each connection's last
+run (its status names it). Unfinished runs are never deleted here."""
 
 from __future__ import annotations
 

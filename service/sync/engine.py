@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -666,40 +666,21 @@ class SyncEngine:
         """Make the calls on up to `concurrency` threads; `save` (or `refused`, for a 400)
         runs in this thread as each answer arrives. The first other failure stops further
         calls; the ones in flight are still recorded, then it is raised."""
-        if not calls:
-            return
-        failure: BaseException | None = None
-        pending: dict[Future[Any], K] = {}
-        queue = iter(calls)
-        workers = min(self.config.concurrency, len(calls))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="close") as pool:
-
-            def submit_next() -> None:
-                for key, call in queue:
-                    pending[pool.submit(contextvars.copy_context().run, call)] = key
-                    return
-
-            for _ in range(workers):
-                submit_next()
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    key = pending.pop(future)
-                    try:
-                        answer = future.result()
-                    except CloseValidationError as exc:
-                        if refused is None:
-                            failure = failure or exc
-                        else:
-                            refused(key, exc)
-                    except BaseException as exc:
-                        failure = failure or exc
-                    else:
-                        save(key, answer)
-                    if failure is None:
-                        submit_next()
-        if failure is not None:
-            raise failure
+        failures: list[BaseException] = []
+        for key, future in as_finished(calls, self.config.concurrency, go_on=lambda: not failures):
+            try:
+                answer = future.result()
+            except CloseValidationError as exc:
+                if refused is None:
+                    failures.append(exc)
+                else:
+                    refused(key, exc)
+            except BaseException as exc:
+                failures.append(exc)
+            else:
+                save(key, answer)
+        if failures:
+            raise failures[0]
 
     def _record_invalid(
         self,
@@ -753,44 +734,30 @@ class SyncEngine:
         the_plan: Plan,
         outcome: Outcome,
     ) -> None:
-        operations: list[tuple[str, str, Callable[[], Any]]] = [
-            ("upsert", link.source_id, _bind(close.upsert_integration_link, link.fields))
+        operations: list[tuple[tuple[str, str], Callable[[], Any]]] = [
+            (("upsert", link.source_id), _bind(close.upsert_integration_link, link.fields))
             for link in the_plan.upserts
-        ] + [("delete", sid, _bind(close.delete_integration_link, sid)) for sid in the_plan.deletes]
+        ] + [
+            (("delete", sid), _bind(close.delete_integration_link, sid)) for sid in the_plan.deletes
+        ]
         if not operations:
             return
         desired = {link.source_id: link for link in the_plan.upserts}
         for sid in the_plan.deletes:
             rows[sid].state = LinkState.DELETING
-        concurrency = min(self.config.concurrency, len(operations))
         last_checkpoint = time.monotonic()
         since_checkpoint = 0
-        pending: dict[Future[Any], tuple[str, str]] = {}
-        queue = iter(operations)
-        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="close") as pool:
-
-            def submit_next() -> None:
-                for kind, sid, call in queue:
-                    # Each call carries the run's log context (request/task/connection ids).
-                    pending[pool.submit(contextvars.copy_context().run, call)] = (kind, sid)
-                    return
-
-            for _ in range(concurrency):
-                submit_next()
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    kind, sid = pending.pop(future)
-                    self._settle(session, connection, rows, desired, kind, sid, future, outcome)
-                    run.progress_done += 1
-                    since_checkpoint += 1
-                    if outcome.fatal is None:
-                        submit_next()
-                if since_checkpoint >= CHECKPOINT_EVERY or (
-                    time.monotonic() - last_checkpoint >= CHECKPOINT_SECONDS
-                ):
-                    self._checkpoint(session, run, outcome)
-                    since_checkpoint, last_checkpoint = 0, time.monotonic()
+        for (kind, sid), future in as_finished(
+            operations, self.config.concurrency, go_on=lambda: outcome.fatal is None
+        ):
+            self._settle(session, connection, rows, desired, kind, sid, future, outcome)
+            run.progress_done += 1
+            since_checkpoint += 1
+            if since_checkpoint >= CHECKPOINT_EVERY or (
+                time.monotonic() - last_checkpoint >= CHECKPOINT_SECONDS
+            ):
+                self._checkpoint(session, run, outcome)
+                since_checkpoint, last_checkpoint = 0, time.monotonic()
         self._checkpoint(session, run, outcome)
 
     def _settle(
@@ -1018,6 +985,35 @@ def rejection_text(exc: CloseValidationError) -> str:
     if isinstance(field_errors, dict):
         parts.extend(f"{name}: {msg}" for name, msg in sorted(field_errors.items()))
     return "; ".join(parts) or str(exc)
+
+
+def as_finished(
+    calls: Iterable[tuple[K, Callable[[], Any]]],
+    concurrency: int,
+    *,
+    go_on: Callable[[], bool],
+) -> Iterator[tuple[K, Future[Any]]]:
+    """Make the calls on up to `concurrency` threads (each with the caller's log context:
+    request, task, connection ids) and yield each (key, finished future) in the caller's
+    thread as it finishes; after each, the next call is started while `go_on()` holds."""
+    queue = iter(calls)
+    pending: dict[Future[Any], K] = {}
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="close") as pool:
+
+        def submit_next() -> None:
+            for key, call in queue:
+                pending[pool.submit(contextvars.copy_context().run, call)] = key
+                return
+
+        for _ in range(max(1, concurrency)):
+            submit_next()
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                key = pending.pop(future)
+                yield key, future
+                if go_on():
+                    submit_next()
 
 
 def _bind(fn: Callable[[Any], Any], arg: Any) -> Callable[[], Any]:

@@ -105,7 +105,11 @@ def test_reconnecting_revokes_the_grant_it_replaces(
         events = session.scalars(
             select(Event).where(Event.account_id == account).order_by(Event.id)
         ).all()
-        told = [(e.type, e.data.get("previous_status")) for e in events if "connect" in e.type]
+        told = [
+            (e.type, e.data.get("previous_status"))
+            for e in events
+            if e.type.startswith("connection.")
+        ]
     assert told == [("connection.connected", None), ("connection.reconnected", "active")]
     [again] = [e for e in events if e.type == "connection.reconnected"]
     assert again.data["close_user"]["id"] == "user_jane"

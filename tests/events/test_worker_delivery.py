@@ -1,5 +1,6 @@
 """A real worker delivers events woken after commit; killed mid-delivery (SIGKILL while the
-receiver holds the request), nothing is lost: a new worker delivers it (at least once)."""
+receiver holds the request), nothing is lost: a new worker delivers it (at least once). A slow
+receiver does not slow the syncs the same worker runs."""
 
 from __future__ import annotations
 
@@ -20,22 +21,17 @@ from tests.events.test_delivery import emit
 from tests.helpers import connect_directly
 
 
-def test_killed_mid_delivery_the_event_is_delivered_after_restart(
-    make_settings: Callable[..., Settings],
-    pg_url: str,
-    redis_url: str,
-    sandbox: Any,
-    receiver: tuple[Receiver, str],
-    start_worker: Callable[..., Any],
-) -> None:
-    recv, url = receiver
-    forget_connections(pg_url)  # no other test's events queue up before ours
-    # A worker an earlier test killed may still hold the deliverer's lock in this Redis
-    # database (with that test's TTL): start from none, as a fresh deployment would.
+def fresh_delivery_settings(
+    make_settings: Callable[..., Settings], pg_url: str, redis_url: str, url: str
+) -> Settings:
+    """PostgreSQL + Redis settings delivering to `url`, starting as a fresh deployment would:
+    no other test's events queued before ours, and no deliverer lock or flag left in this
+    Redis database by a worker an earlier test killed (it would hold them for its TTL)."""
     import redis as redis_lib
 
     from service.infra import locks
 
+    forget_connections(pg_url)
     redis_lib.Redis.from_url(redis_url).delete(
         *(
             "linksync:" + key
@@ -46,7 +42,7 @@ def test_killed_mid_delivery_the_event_is_delivered_after_restart(
             )
         )
     )
-    settings = make_settings(
+    return make_settings(
         DATABASE_URL=pg_url,
         REDIS_URL=redis_url,
         INTEGRATOR_WEBHOOK_URL=url,
@@ -54,6 +50,18 @@ def test_killed_mid_delivery_the_event_is_delivered_after_restart(
         INTEGRATOR_WEBHOOK_TIMEOUT_SECONDS=30,
         SYNC_LOCK_TTL_SECONDS=5,
     )
+
+
+def test_killed_mid_delivery_the_event_is_delivered_after_restart(
+    make_settings: Callable[..., Settings],
+    pg_url: str,
+    redis_url: str,
+    sandbox: Any,
+    receiver: tuple[Receiver, str],
+    start_worker: Callable[..., Any],
+) -> None:
+    recv, url = receiver
+    settings = fresh_delivery_settings(make_settings, pg_url, redis_url, url)
     celery = make_celery(settings)
     svc = Services(settings, enqueue=RecordingEnqueue(), wake_events=wake_events_with(celery))
     try:
@@ -105,28 +113,7 @@ def test_a_slow_integrator_endpoint_does_not_slow_syncs(
     from tests.helpers import event_type
 
     recv, url = receiver
-    forget_connections(pg_url)
-    import redis as redis_lib
-
-    from service.infra import locks
-
-    redis_lib.Redis.from_url(redis_url).delete(
-        *(
-            "linksync:" + key
-            for key in (
-                locks.EVENTS_DELIVERY_LOCK,
-                locks.EVENTS_DIRTY_FLAG,
-                locks.EVENTS_WAKE_SCHEDULED_FLAG,
-            )
-        )
-    )
-    settings = make_settings(
-        DATABASE_URL=pg_url,
-        REDIS_URL=redis_url,
-        INTEGRATOR_WEBHOOK_URL=url,
-        INTEGRATOR_WEBHOOK_SECRET=INTEGRATOR_SECRET,
-        INTEGRATOR_WEBHOOK_TIMEOUT_SECONDS=30,
-    )
+    settings = fresh_delivery_settings(make_settings, pg_url, redis_url, url)
     celery = make_celery(settings)
     svc = Services(settings, enqueue=RecordingEnqueue(), wake_events=wake_events_with(celery))
     try:
@@ -142,12 +129,11 @@ def test_a_slow_integrator_endpoint_does_not_slow_syncs(
 
         def synced() -> SyncRun | None:
             with svc.db.session() as session:
-                run = session.scalar(
+                return session.scalar(
                     select(SyncRun).where(
                         SyncRun.connection_id == cid, SyncRun.status == RunStatus.SUCCEEDED
                     )
                 )
-                return run
 
         run = wait_until(synced, timeout=30)
         took = time.monotonic() - started
