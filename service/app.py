@@ -12,6 +12,7 @@ from sqlalchemy.exc import DisconnectionError, OperationalError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from service.api.webhooks import WebhookEndpoint
 from service.errors import DatabaseUnavailable, DomainError
 from service.infra import logs
 from service.jobs import Enqueue, celery_enqueue
@@ -19,12 +20,9 @@ from service.services import Services
 from service.settings import Settings, load_settings
 from service.web.context import close_db_session
 from service.web.errors import csrf_failure_message, error_response, http_error_response
+from service.web.headers import security_headers
 
 log = logging.getLogger(__name__)
-
-# One year, this host only: includeSubDomains or preload would bind the operator's other
-# hosts, which this service cannot know about.
-HSTS = "max-age=31536000"
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -54,6 +52,15 @@ def create_app(
         MAX_CONTENT_LENGTH=max(settings.WEBHOOK_MAX_BODY_BYTES, 64 * 1024),
         JSON_SORT_KEYS=False,
     )
+    svc = services or Services(settings)
+    if enqueue is not None:
+        svc.enqueue = enqueue
+    if svc.enqueue is None:
+        svc.enqueue = celery_enqueue(settings)
+    app.extensions["linksync"] = svc
+    # The webhook endpoint answers in front of Flask (service.api.webhooks: its hot path
+    # needs no request context, session or hooks); inside the proxy fix, which sees first.
+    app.wsgi_app = WebhookEndpoint(app.wsgi_app, svc)  # type: ignore[method-assign]
     if settings.TRUSTED_PROXY_COUNT:
         # Behind N trusted proxies: remote_addr is the client (the sign-in throttle counts per
         # client), and scheme/host are what the browser used.
@@ -61,16 +68,9 @@ def create_app(
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=n, x_proto=n, x_host=n
         )
-    svc = services or Services(settings)
-    if enqueue is not None:
-        svc.enqueue = enqueue
-    if svc.enqueue is None:
-        svc.enqueue = celery_enqueue(settings)
-    app.extensions["linksync"] = svc
 
     from service.api import document  # noqa: F401 - registers GET /api/v1/openapi.json
     from service.api.routing import bp as api_bp
-    from service.api.webhooks import bp as webhooks_bp
     from service.web.admin import events as _admin_events  # noqa: F401 - routes on admin_bp
     from service.web.admin.pages import bp as admin_bp
     from service.web.ops import bp as ops_bp
@@ -78,12 +78,10 @@ def create_app(
 
     csrf = CSRFProtect(app)
     csrf.exempt(api_bp)
-    csrf.exempt(webhooks_bp)
     csrf.exempt(ops_bp)
 
     app.register_blueprint(ops_bp)
     app.register_blueprint(api_bp)
-    app.register_blueprint(webhooks_bp)
     app.register_blueprint(web_bp)
     app.register_blueprint(admin_bp)
 
@@ -97,6 +95,8 @@ def create_app(
         g.started = time.perf_counter()
         logs.bind(request_id=g.request_id, path=request.path)
 
+    standard = security_headers(https=settings.https)
+
     @app.after_request
     def _headers(response: Response) -> Response:
         response.headers.setdefault("X-Request-Id", g.get("request_id", ""))
@@ -105,11 +105,8 @@ def create_app(
             response.headers["Server-Timing"] = (
                 f"app;dur={(time.perf_counter() - g.started) * 1000:.2f}"
             )
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        if settings.https:
-            response.headers.setdefault("Strict-Transport-Security", HSTS)
+        for name, value in standard:
+            response.headers.setdefault(name, value)
         if request.path == WIDGET_SCRIPT and response.status_code in (200, 304):
             # Integrators' pages load the widget from here: let browsers and CDNs keep it
             # for a day (revalidated by ETag after that).

@@ -1,36 +1,53 @@
 """POST /webhooks/source: signed event-type change notifications from the integrator.
 
+The hottest endpoint is served by a plain WSGI handler in front of Flask (`WebhookEndpoint`,
+installed by the app factory): a delivery skips Flask's request context, cookie session and
+hooks, so it costs little more than the HTTP floor. It answers in the same shape as every
+other endpoint (the JSON error body, the security headers, `X-Request-Id`, `Server-Timing`).
+
 Order matters, cheapest and least trusting first: size and content type (before reading the
-body), the signature (before parsing JSON or touching the database), the body, the
-per-account flood limit (one Redis round trip, before any database work, which also asks
-whether the account's coalesced sync is already waiting), then the connection
-and de-duplication by event id (insert, unique constraint) committed with the durable sync
-request of every connection of the account (on PostgreSQL one autocommitted statement, the
-delivery's only database round trip), and only then a coalesced wake-up of a worker (no
-publish while a wake-up is still waiting; it never fails the delivery: a broker outage only
-delays the sync). Answers 202 at once; a worker syncs. A rejected delivery enqueues nothing
-and stores nothing.
+body), the signature (before parsing JSON or touching the database), the body, then the
+delivery's only round trip: on PostgreSQL one autocommitted, prepared statement through the
+pool's psycopg connection (`RECORD_DELIVERY`), on SQLite one ORM transaction. It finds the
+account's connections, refuses a flood (more than WEBHOOK_RATE_LIMIT_PER_MINUTE deliveries of
+the account in the last minute, counted from the delivery rows: exact across processes and
+machines), de-duplicates by event id (unique constraint) and records the durable sync request
+of every active connection of the account that has none pending, all at once. Only the
+connections it marked are woken: a request that was already pending is claimed by a run that
+reads the source after this delivery committed, so it covers this change (no Redis on this
+path, and a burst publishes one wake-up). The wake-up never fails the delivery: a broker
+outage only delays the sync (the scheduler re-sends it). Answers 202 at once; a worker syncs.
+A rejected delivery enqueues nothing and stores nothing.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import threading
+import math
+import secrets
 import time
-from typing import Literal
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from http import HTTPStatus
+from typing import Any, Literal, cast
 
-from flask import Blueprint, Response, jsonify, request
+import psycopg
 from pydantic import ValidationError
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import OperationalError as SQLAlchemyOperationalError
+from werkzeug.wsgi import get_input_stream
 
 from service.api.openapi import Parameter
-from service.api.routing import document, json_response, validation_failed
+from service.api.routing import document, validation_failed
 from service.api.schemas import WebhookIn, WebhookOut
 from service.api.signatures import MAX_HEADER, SignatureError, verify
 from service.connections.queries import account_connections
 from service.errors import (
     Conflict,
+    DatabaseUnavailable,
     DomainError,
     NotFound,
     PayloadTooLarge,
@@ -40,21 +57,21 @@ from service.errors import (
     UpstreamUnavailable,
     ValidationFailed,
 )
-from service.infra import locks, metrics
-from service.infra.coordination import RedisCoordinator
+from service.infra import logs, metrics
 from service.infra.db import utcnow
 from service.infra.models import ConnectionStatus, Trigger, WebhookDelivery
 from service.services import Services
-from service.sync.triggers import mark_requested, require_syncable, wake_coalesced
-from service.web.context import db_session, services
+from service.sync.triggers import require_syncable, wake
+from service.web.errors import error_body
+from service.web.headers import security_headers
 
 log = logging.getLogger(__name__)
 
-bp = Blueprint("api_webhooks", __name__)
-
+PATH = "/webhooks/source"
 SIGNATURE_HEADER = "X-LinkSync-Signature"
+SIGNATURE_ENVIRON = "HTTP_X_LINKSYNC_SIGNATURE"
 SUPPORTED_TYPES = ("event_types.changed", "members.changed")
-WINDOW_SECONDS = 60
+WINDOW = timedelta(seconds=60)
 
 # Outcome label of linksync_webhook_deliveries_total for each way a delivery is refused.
 OUTCOMES: dict[type[DomainError], str] = {
@@ -75,73 +92,10 @@ class RateLimited(TooManyRequests):
         self.retry_after = retry_after
 
 
-class FixedWindowCounter:
-    """Per-key fixed-window counter inside one process (the embedded default, no Redis)."""
-
-    def __init__(self, max_keys: int = 10_000) -> None:
-        self._lock = threading.Lock()
-        self._window = -1
-        self._counts: dict[str, int] = {}
-        self._max_keys = max_keys
-
-    def hit(self, key: str, window: int) -> int:
-        with self._lock:
-            if window != self._window:  # a new minute: forget the last one
-                self._window, self._counts = window, {}
-            if key not in self._counts and len(self._counts) >= self._max_keys:
-                return 1  # bounded memory under a flood of distinct keys; Redis is exact
-            self._counts[key] = self._counts.get(key, 0) + 1
-            return self._counts[key]
-
-
-_local_counter = FixedWindowCounter()
-
-
-# account id -> its admin connection's id, as the last delivery found it: lets the flood
-# counter's pipeline also ask whether that connection's coalesced sync is already waiting, so a
-# burst costs one Redis round trip per delivery. Only a hint: the answer counts only when the
-# database returns the same id (an account that reconnected gets a new one).
-_admin_ids: dict[str, int] = {}
-ADMIN_IDS_KEPT = 100_000
-
-
-def check_rate(svc: Services, account_id: str, now: float) -> int | None:
-    """Raise RateLimited when this account sent more than WEBHOOK_RATE_LIMIT_PER_MINUTE
-    webhooks in the current minute (one pipelined Redis round trip, before any database
-    work, so a refused delivery touches no database). Returns the admin connection id whose
-    coalesced sync is already waiting (the pending flag of the id `_admin_ids` remembers),
-    else None."""
-    window = int(now // WINDOW_SECONDS)
-    pending_for: int | None = None
-    coordinator = svc.coordinator
-    if svc.redis is not None and isinstance(coordinator, RedisCoordinator):
-        key = locks.webhook_rate_key(account_id, window)
-        known = _admin_ids.get(account_id)
-        try:
-            pipe = svc.redis.pipeline(transaction=False)
-            pipe.incr(key)
-            pipe.expire(key, 2 * WINDOW_SECONDS)
-            if known is not None:
-                pipe.exists(coordinator.prefix + locks.pending_flag(known))
-            answers = pipe.execute()
-            count = int(answers[0])
-            if known is not None and answers[2]:
-                pending_for = known
-        except Exception:
-            # Fail open: the limit protects us from floods, it is not correctness; a Redis
-            # outage surfaces anyway when the sync is enqueued.
-            log.warning("webhook rate counter unavailable; not limiting", exc_info=True)
-            return None
-    else:
-        count = _local_counter.hit(account_id, window)
-    if count > svc.settings.WEBHOOK_RATE_LIMIT_PER_MINUTE:
-        retry_after = max(1, int(WINDOW_SECONDS - now % WINDOW_SECONDS))
-        raise RateLimited(
-            f"more than {svc.settings.WEBHOOK_RATE_LIMIT_PER_MINUTE} webhooks a minute for "
-            "this account; retry later",
-            retry_after=retry_after,
-        )
-    return pending_for
+@dataclass(frozen=True)
+class Recorded:
+    duplicate: bool
+    woken: list[int]  # connections whose request this delivery created: wake them
 
 
 def parse_event(raw: bytes) -> WebhookIn:
@@ -157,16 +111,21 @@ def parse_event(raw: bytes) -> WebhookIn:
         raise validation_failed(exc) from None
 
 
-def read_body(limit: int) -> bytes:
-    if request.content_length is not None and request.content_length > limit:
+def read_body(environ: dict[str, Any], limit: int) -> bytes:
+    length = environ.get("CONTENT_LENGTH")
+    declared = int(length) if length and length.isdigit() else None
+    if declared is not None and declared > limit:
         raise PayloadTooLarge(f"body larger than {limit} bytes")
-    if request.mimetype != "application/json":
+    mimetype = str(environ.get("CONTENT_TYPE", "")).partition(";")[0].strip().lower()
+    if mimetype != "application/json":
         raise UnsupportedMediaType("Content-Type must be application/json")
-    # Read at most one byte past the limit, whatever Content-Length says (or if it is absent).
+    # Read at most one byte past the limit, whatever Content-Length says (or if it is absent);
+    # werkzeug's stream is bounded by Content-Length and safe without one, as Flask's is.
+    stream = get_input_stream(environ)
     chunks: list[bytes] = []
     size = 0
     while size <= limit:
-        chunk = request.stream.read(limit + 1 - size)
+        chunk = stream.read(limit + 1 - size)
         if not chunk:
             break
         chunks.append(chunk)
@@ -176,130 +135,198 @@ def read_body(limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def ingest(svc: Services) -> Literal["accepted", "duplicate"]:
+def ingest(svc: Services, environ: dict[str, Any]) -> Literal["accepted", "duplicate"]:
     """Accept one delivery; return "accepted" or "duplicate", or raise a DomainError."""
     settings = svc.settings
-    raw = read_body(settings.WEBHOOK_MAX_BODY_BYTES)
+    raw = read_body(environ, settings.WEBHOOK_MAX_BODY_BYTES)
     if not settings.WEBHOOK_SECRET:  # fail closed: an empty secret would sign for anyone
         raise Unauthorized("webhooks are not configured here (WEBHOOK_SECRET is unset)")
-    now = time.time()
     try:
-        verify(settings.WEBHOOK_SECRET, request.headers.get(SIGNATURE_HEADER), raw, now)
+        verify(settings.WEBHOOK_SECRET, environ.get(SIGNATURE_ENVIRON), raw, time.time())
     except SignatureError as exc:
         raise Unauthorized(str(exc)) from None
     event = parse_event(raw)
-    pending_for = check_rate(svc, event.account_id, now)
     # The delivery and the durable sync request of every syncable connection of the account
     # (the admin's, which also does the shared links, and each active member's) commit
     # together: once we answer 202 the sync is owed even if the broker is down right now
     # (the scheduler re-sends the wake-up).
     record = record_in_one_statement if svc.db.is_postgres else record_in_session
-    owed = record(svc, event)
-    if owed is None:  # this event id was delivered before
-        return "duplicate"
-    if len(_admin_ids) >= ADMIN_IDS_KEPT:
-        _admin_ids.clear()
-    _admin_ids[event.account_id] = owed[0]
-    if owed == [pending_for]:
-        # A queued sync of the admin connection (the only one) has not started yet: it reads
-        # the source when it starts, after this delivery was recorded, so it covers this
-        # change; no flag write, no broker publish.
-        return "accepted"
-    for connection_id in owed:
-        # Coalesced: no publish while a wake-up for the connection is still waiting.
-        wake_coalesced(svc, connection_id, str(Trigger.WEBHOOK))
-    return "accepted"
+    recorded = record(svc, event, utcnow())
+    for connection_id in recorded.woken:
+        wake(svc, connection_id, str(Trigger.WEBHOOK), None)
+    return "duplicate" if recorded.duplicate else "accepted"
 
 
-def record_in_session(_svc: Services, event: WebhookIn) -> list[int] | None:
-    """The delivery row and the sync requests through the ORM (SQLite): the connection ids
-    owed a sync, or None for a repeated event id."""
-    session = db_session()
-    connection, member_rows = account_connections(session, event.account_id)
-    require_syncable(connection)
-    owed = [connection, *(c for c in member_rows if c.syncable)]
-    session.add(
-        WebhookDelivery(event_id=event.id, account_id=event.account_id, event_type=event.type)
+def flood_refusal(svc: Services, account_id: str, now: datetime) -> RateLimited:
+    """The refusal of a delivery over the limit, with Retry-After: the seconds until the
+    limit-th newest delivery of the account leaves the window (then one more fits)."""
+    limit = svc.settings.WEBHOOK_RATE_LIMIT_PER_MINUTE
+    with svc.db.session() as session:
+        oldest = session.scalar(
+            select(WebhookDelivery.received_at)
+            .where(
+                WebhookDelivery.account_id == account_id,
+                WebhookDelivery.received_at > now - WINDOW,
+            )
+            .order_by(WebhookDelivery.received_at.desc())
+            .offset(limit - 1)
+            .limit(1)
+        )
+    wait = (oldest + WINDOW - now).total_seconds() if oldest is not None else 1.0
+    return RateLimited(
+        f"more than {limit} webhooks a minute for this account; retry later",
+        retry_after=max(1, math.ceil(wait)),
     )
-    for row in owed:
-        mark_requested(row, Trigger.WEBHOOK)
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        return None
-    return [row.id for row in owed]
+
+
+def record_in_session(svc: Services, event: WebhookIn, now: datetime) -> Recorded:
+    """`RECORD_DELIVERY` through the ORM, in one transaction (SQLite)."""
+    limit = svc.settings.WEBHOOK_RATE_LIMIT_PER_MINUTE
+    with svc.db.sessionmaker() as session:
+        connection, member_rows = account_connections(session, event.account_id)
+        require_syncable(connection)
+        recent = session.scalar(
+            select(func.count()).select_from(
+                select(WebhookDelivery.id)
+                .where(
+                    WebhookDelivery.account_id == event.account_id,
+                    WebhookDelivery.received_at > now - WINDOW,
+                )
+                .limit(limit)
+                .subquery()
+            )
+        )
+        if (recent or 0) >= limit:
+            raise flood_refusal(svc, event.account_id, now)
+        session.add(
+            WebhookDelivery(
+                event_id=event.id,
+                account_id=event.account_id,
+                event_type=event.type,
+                received_at=now,
+            )
+        )
+        woken = [
+            row
+            for row in (connection, *(c for c in member_rows if c.syncable))
+            if row.sync_requested_at is None or row.sync_requested_at > now
+        ]
+        for row in woken:
+            row.sync_requested_at = now
+            row.sync_requested_trigger = str(Trigger.WEBHOOK)
+        try:
+            session.commit()
+        except IntegrityError:
+            return Recorded(duplicate=True, woken=[])
+        return Recorded(duplicate=False, woken=[row.id for row in woken])
 
 
 # PostgreSQL: the same in one autocommitted statement, so a delivery costs one database round
-# trip. The delivery is inserted only when the admin connection is active; the requests are
-# written only when the delivery was new (PostgreSQL runs a data-modifying WITH whether or not
-# the query reads it). The SELECT sees the rows as they were before.
-RECORD_DELIVERY = text(
-    """
+# trip. The delivery is inserted only when the admin connection is active and the account is
+# under its flood limit (the count stops at the limit); a request is written only when the
+# delivery was new and the connection has none pending (or only one put off into the future by
+# a failed run), and it is targeted by primary key. PostgreSQL runs a data-modifying WITH
+# whether or not the query reads it; the SELECT sees the rows as they were before.
+RECORD_DELIVERY = """
     WITH account AS (
-        SELECT id, member_id, status FROM connections WHERE account_id = :account
+        SELECT id, member_id, status FROM connections WHERE account_id = %(account)s
+    ), recent AS (
+        SELECT count(*) AS n FROM (
+            SELECT 1 FROM webhook_deliveries
+            WHERE account_id = %(account)s AND received_at > %(since)s
+            LIMIT %(limit)s
+        ) AS in_window
     ), delivery AS (
         INSERT INTO webhook_deliveries (event_id, account_id, event_type, received_at)
-        SELECT :event_id, :account, :event_type, :now
-        WHERE EXISTS (
-            SELECT 1 FROM account WHERE member_id IS NULL AND status = :active
-        )
+        SELECT %(event_id)s, %(account)s, %(event_type)s, %(now)s
+        WHERE EXISTS (SELECT 1 FROM account WHERE member_id IS NULL AND status = %(active)s)
+          AND (SELECT n FROM recent) < %(limit)s
         ON CONFLICT (event_id) DO NOTHING
         RETURNING id
     ), requested AS (
         UPDATE connections
-        SET sync_requested_at = :now, sync_requested_trigger = :trigger
-        WHERE account_id = :account AND status = :active AND EXISTS (SELECT 1 FROM delivery)
+        SET sync_requested_at = %(now)s, sync_requested_trigger = %(trigger)s
+        WHERE id IN (SELECT id FROM account WHERE status = %(active)s)
+          AND (sync_requested_at IS NULL OR sync_requested_at > %(now)s)
+          AND EXISTS (SELECT 1 FROM delivery)
+        RETURNING id
     )
-    SELECT account.id, account.member_id, account.status,
-           EXISTS (SELECT 1 FROM delivery) AS recorded
+    SELECT account.id, account.member_id, account.status, (SELECT n FROM recent),
+           EXISTS (SELECT 1 FROM delivery), account.id IN (SELECT id FROM requested)
     FROM account
     ORDER BY account.member_id IS NOT NULL, account.member_id
-    """
-)
+"""
 
 
-def record_in_one_statement(svc: Services, event: WebhookIn) -> list[int] | None:
-    """`record_in_session` on PostgreSQL in one round trip (see RECORD_DELIVERY). A pooled
-    connection found dead is retried once on a fresh one; a delivery that was recorded
-    before the answer was lost then reads as a duplicate, and its sync is still owed (the
-    scheduler re-sends the wake-up)."""
+def record_in_one_statement(svc: Services, event: WebhookIn, now: datetime) -> Recorded:
+    """`record_in_session` on PostgreSQL in one round trip (see RECORD_DELIVERY), on the
+    autocommit pool's psycopg connection, prepared. A pooled connection found dead is
+    retried once on a fresh one; a delivery that was recorded before the answer was lost then
+    reads as a duplicate, and its sync is still owed (the scheduler re-sends the wake-up)."""
+    limit = svc.settings.WEBHOOK_RATE_LIMIT_PER_MINUTE
     params = {
         "account": event.account_id,
         "event_id": event.id,
         "event_type": event.type,
-        "now": utcnow(),
+        "now": now,
+        "since": now - WINDOW,
+        "limit": limit,
         "trigger": str(Trigger.WEBHOOK),
         "active": str(ConnectionStatus.ACTIVE),
     }
+    rows = _execute(svc, RECORD_DELIVERY, params)
+    if not rows or rows[0][1] is not None:
+        raise NotFound(f"no connection for account {event.account_id!r}")
+    _, _, status, recent, recorded, _ = rows[0]
+    if status != ConnectionStatus.ACTIVE:
+        raise Conflict(f"the connection is {status}, not active; it cannot sync")
+    if recent >= limit:
+        raise flood_refusal(svc, event.account_id, now)
+    if not recorded:
+        return Recorded(duplicate=True, woken=[])
+    return Recorded(duplicate=False, woken=[row[0] for row in rows if row[5]])
+
+
+def _execute(svc: Services, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    unavailable = DatabaseUnavailable("The database is unavailable right now; retry shortly.")
     for attempt in (1, 2):
         try:
-            with svc.db.autocommit.connect() as conn:
-                rows = conn.execute(RECORD_DELIVERY, params).all()
-            break
-        except DBAPIError as exc:
-            if attempt == 2 or not exc.connection_invalidated:
-                raise
-    if not rows or rows[0].member_id is not None:
-        raise NotFound(f"no connection for account {event.account_id!r}")
-    admin = rows[0]
-    if admin.status != ConnectionStatus.ACTIVE:
-        raise Conflict(f"the connection is {admin.status}, not active; it cannot sync")
-    if not admin.recorded:
-        return None
-    return [row.id for row in rows if row.status == ConnectionStatus.ACTIVE]
+            pooled = svc.db.autocommit.raw_connection()
+        except (psycopg.OperationalError, SQLAlchemyOperationalError) as exc:
+            # Cannot connect at all (down, restarting, refusing connections).
+            log.warning("database unavailable", extra={"error": type(exc).__name__})
+            raise unavailable from None
+        connection = cast(psycopg.Connection[tuple[Any, ...]], pooled.dbapi_connection)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params, prepare=True)
+                return list(cursor.fetchall())
+        except psycopg.OperationalError:
+            if attempt == 2 or not connection.broken:
+                log.warning("database unavailable", extra={"error": "OperationalError"})
+                raise unavailable from None
+            pooled.invalidate()  # dead (a restart, a failover): retry on a fresh connection
+        finally:
+            pooled.close()
+    raise AssertionError("unreachable")
+
+
+# The endpoint ------------------------------------------------------------------------------
+
+WSGIApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
 
 
 @document(
     "POST",
-    "/webhooks/source",
+    PATH,
     summary="Event types or members changed for an account: resync it in the background",
     description=(
         f'Signed: `{SIGNATURE_HEADER}: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>"'
         " with WEBHOOK_SECRET>`; several v1= entries may be sent while rotating the secret. "
         "A timestamp more than 5 minutes away is refused. A repeated id answers "
-        '{"status": "duplicate"} and does nothing. Unknown fields in the body are ignored.'
+        '{"status": "duplicate"} and does nothing. Unknown fields in the body are ignored. '
+        "More than WEBHOOK_RATE_LIMIT_PER_MINUTE deliveries for one account within a minute "
+        "answer 429 with Retry-After."
     ),
     body=WebhookIn,
     responses={202: WebhookOut},
@@ -314,19 +341,75 @@ def record_in_one_statement(svc: Services, event: WebhookIn) -> list[int] | None
     ),
     auth=False,
 )
-@bp.post("/webhooks/source")
-def receive_webhook() -> Response:
+def receive_webhook(svc: Services, environ: dict[str, Any]) -> WebhookOut:
+    """One delivery, counted by outcome in linksync_webhook_deliveries_total."""
     try:
-        status = ingest(services())
+        status = ingest(svc, environ)
     except DomainError as exc:
         outcome = next((OUTCOMES[c] for c in type(exc).__mro__ if c in OUTCOMES), exc.code)
         metrics.WEBHOOKS.labels(outcome).inc()
         raise
     metrics.WEBHOOKS.labels(status).inc()
-    return json_response(WebhookOut(status=status), 202)
+    return WebhookOut(status=status)
 
 
-@bp.errorhandler(RateLimited)
-def _rate_limited(exc: RateLimited) -> tuple[Response, int, dict[str, str]]:
-    body = jsonify({"error": {"code": exc.code, "message": exc.message}})
-    return body, exc.status, {"Retry-After": str(exc.retry_after)}
+class WebhookEndpoint:
+    """WSGI middleware: answers PATH itself and passes every other request to `app`."""
+
+    def __init__(self, app: WSGIApp, svc: Services) -> None:
+        self.app = app
+        self.svc = svc
+        self.headers = [*security_headers(https=svc.settings.https), ("Cache-Control", "no-store")]
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO") != PATH:
+            return self.app(environ, start_response)
+        started = time.perf_counter()
+        request_id = str(environ.get("HTTP_X_REQUEST_ID", ""))[:64] or secrets.token_hex(8)
+        logs.clear()
+        logs.bind(request_id=request_id, path=PATH)
+        status, extra = 202, list[tuple[str, str]]()
+        try:
+            if environ.get("REQUEST_METHOD") != "POST":
+                raise MethodNotAllowed()
+            data = receive_webhook(self.svc, environ).model_dump_json().encode()
+        except Exception as exc:  # every failure becomes a JSON answer
+            status, code, message, field, extra = _refusal(exc)
+            data = json.dumps({"error": error_body(code, message, field)}).encode()
+        headers = [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(data))),
+            ("X-Request-Id", request_id),
+            ("Server-Timing", f"app;dur={(time.perf_counter() - started) * 1000:.2f}"),
+            *self.headers,
+            *extra,
+        ]
+        start_response(f"{status} {HTTPStatus(status).phrase}", headers)
+        return [data]
+
+
+class MethodNotAllowed(DomainError):
+    status = 405
+    code = "method_not_allowed"
+
+    def __init__(self) -> None:
+        super().__init__("only POST is allowed here")
+
+
+def _refusal(exc: Exception) -> tuple[int, str, str, str | None, list[tuple[str, str]]]:
+    """(status, code, message, field, extra headers) for a delivery that failed: the answer
+    Flask's error handlers give elsewhere."""
+    if isinstance(exc, SQLAlchemyOperationalError):  # the database went away (SQLite path)
+        log.warning("database unavailable", extra={"error": type(exc).__name__})
+        exc = DatabaseUnavailable("The database is unavailable right now; retry shortly.")
+    if not isinstance(exc, DomainError):
+        log.exception("unhandled error", exc_info=exc)
+        return 500, "internal_error", "Something went wrong on our side.", None, []
+    extra: list[tuple[str, str]] = []
+    if isinstance(exc, RateLimited):
+        extra.append(("Retry-After", str(exc.retry_after)))
+    elif isinstance(exc, UpstreamUnavailable):
+        extra.append(("Retry-After", "5"))
+    elif isinstance(exc, MethodNotAllowed):
+        extra.append(("Allow", "POST"))
+    return exc.status, exc.code, exc.message, exc.field, extra

@@ -263,6 +263,10 @@ class SyncRun(Base):
 
 class WebhookDelivery(Base):
     __tablename__ = "webhook_deliveries"
+    # The flood limit counts an account's deliveries of the last minute.
+    __table_args__ = (
+        Index("ix_webhook_deliveries_account_id_received_at", "account_id", "received_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     event_id: Mapped[str] = mapped_column(String(255), unique=True)

@@ -23,6 +23,14 @@ def wants_json() -> bool:
     )
 
 
+def error_body(code: str, message: str, field: str | None = None) -> dict[str, object]:
+    """The inside of every JSON error answer: {"error": {"code", "message"[, "field"]}}."""
+    body: dict[str, object] = {"code": code, "message": message}
+    if field:
+        body["field"] = field
+    return body
+
+
 def error_response(
     status: int,
     code: str,
@@ -34,10 +42,7 @@ def error_response(
     context: Mapping[str, object] | None = None,
 ) -> Response:
     if wants_json():
-        body: dict[str, object] = {"code": code, "message": message}
-        if field:
-            body["field"] = field
-        response = jsonify(error=body)
+        response = jsonify(error=error_body(code, message, field))
         response.status_code = status
         return response
     page = render_template(

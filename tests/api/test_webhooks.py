@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -18,8 +19,12 @@ from sqlalchemy import func, select
 
 from service.api.signatures import sign
 from service.app import create_app
+from service.infra import locks
+from service.infra.db import utcnow
 from service.infra.models import Connection, ConnectionStatus, WebhookDelivery
 from service.services import Services
+from service.sync.runner import claim_run
+from service.sync.scheduler import pending_requests
 from tests.conftest import WEBHOOK_SECRET, RecordingEnqueue, new_account
 
 
@@ -345,8 +350,6 @@ def test_flood_of_one_account_is_rate_limited_with_retry_after(
     client = create_app(services.settings, services=services).test_client()
     account, _ = add_connection(services)
     other, _ = add_connection(services)
-    if 60 - time.time() % 60 < 3:  # keep the whole flood inside one minute window
-        time.sleep(60 - time.time() % 60)
     statuses = [post(client, body_for(account)).status_code for _ in range(8)]
     assert statuses == [202] * 5 + [429] * 3
     limited = post(client, body_for(account))
@@ -356,6 +359,64 @@ def test_flood_of_one_account_is_rate_limited_with_retry_after(
     assert len(enqueued.calls) == 1
     # Other accounts are not affected.
     assert post(client, body_for(other)).status_code == 202
+
+
+def test_the_flood_limit_is_shared_by_every_process_on_the_database(
+    services: Services, enqueued: RecordingEnqueue
+) -> None:
+    """The limit counts the account's delivery rows of the last minute, so two web processes
+    (here two apps with their own Services on one database) share it exactly."""
+    services.settings.WEBHOOK_RATE_LIMIT_PER_MINUTE = 4
+    second = Services(services.settings, enqueue=enqueued)
+    try:
+        clients = [
+            create_app(services.settings, services=services).test_client(),
+            create_app(services.settings, services=second).test_client(),
+        ]
+        account, _ = add_connection(services)
+        statuses = [post(clients[n % 2], body_for(account)).status_code for n in range(6)]
+        assert statuses == [202] * 4 + [429] * 2
+        assert deliveries(services, account) == 4
+    finally:
+        second.close()
+
+
+def test_the_flood_window_slides_a_refused_account_gets_in_once_its_oldest_delivery_ages(
+    services: Services, enqueued: RecordingEnqueue
+) -> None:
+    """Retry-After names when the oldest delivery that counts leaves the minute: here the
+    first two were received 50 s ago, so they leave in about 10 s, and once they have left
+    the account is accepted again."""
+
+    from sqlalchemy import update
+
+    services.settings.WEBHOOK_RATE_LIMIT_PER_MINUTE = 3
+    client = create_app(services.settings, services=services).test_client()
+    account, _ = add_connection(services)
+    assert [post(client, body_for(account)).status_code for _ in range(3)] == [202] * 3
+    with services.db.session() as session:
+        first_two = session.scalars(
+            select(WebhookDelivery.id)
+            .where(WebhookDelivery.account_id == account)
+            .order_by(WebhookDelivery.id)
+            .limit(2)
+        ).all()
+        session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id.in_(first_two))
+            .values(received_at=utcnow() - timedelta(seconds=50))
+        )
+    limited = post(client, body_for(account))
+    assert limited.status_code == 429
+    # The limit-th newest of the window is the second, received ~50 s ago: it leaves in ~10 s.
+    assert 9 <= int(limited.headers["Retry-After"]) <= 11
+    with services.db.session() as session:
+        session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id.in_(first_two))
+            .values(received_at=utcnow() - timedelta(seconds=61))
+        )
+    assert post(client, body_for(account)).status_code == 202
 
 
 def test_a_broker_outage_still_accepts_the_webhook_and_records_the_request(
@@ -382,10 +443,44 @@ def test_a_broker_outage_still_accepts_the_webhook_and_records_the_request(
     assert outcome_count("accepted") == before + 1
     retry = post(client, body)  # the integrator delivers the same event again
     assert retry.status_code == 202 and retry.json == {"status": "duplicate"}
-    # The failed wake-up released the pending flag: the next delivery tries again.
+    # The request is pending: a later delivery adds nothing to it and publishes nothing; the
+    # scheduler's sweep re-sends the lost wake-up once the request is older than its grace.
     services.enqueue = enqueued  # the broker is back
     assert post(client, body_for(account)).status_code == 202
+    assert enqueued.calls == []
+    later = utcnow() + timedelta(seconds=locks.PENDING_REQUEST_GRACE + 1)
+    assert [p.connection_id for p in pending_requests(services, later)] == [cid]
+
+
+def test_a_delivery_wakes_only_the_connections_whose_request_it_created(
+    client: FlaskClient, services: Services, enqueued: RecordingEnqueue
+) -> None:
+    """No flag in Redis decides it: the connection row does. A request already pending is
+    claimed by a run that reads the source after this delivery (nothing to publish); once a
+    run claimed it, the next delivery creates a new one and wakes a worker; a request a
+    failed run put off into the future is brought forward and woken."""
+    from sqlalchemy import update
+
+    account, cid = add_connection(services)
+    assert post(client, body_for(account)).status_code == 202
+    assert post(client, body_for(account)).status_code == 202
     assert enqueued.calls == [(cid, "webhook", None)]
+    claim = claim_run(services, cid, "webhook", None)  # a worker starts: the request is its
+    assert claim is not None and claim.requested_at is not None
+    assert post(client, body_for(account)).status_code == 202
+    assert enqueued.calls == [(cid, "webhook", None)] * 2
+    assert claim_run(services, cid, "webhook", None) is not None
+    put_off = utcnow() + timedelta(minutes=5)
+    with services.db.session() as session:
+        session.execute(
+            update(Connection).where(Connection.id == cid).values(sync_requested_at=put_off)
+        )
+    assert post(client, body_for(account)).status_code == 202
+    assert enqueued.calls == [(cid, "webhook", None)] * 3
+    with services.db.session() as session:
+        requested = session.get(Connection, cid)
+        assert requested is not None and requested.sync_requested_at is not None
+        assert requested.sync_requested_at < put_off
 
 
 def test_members_changed_resyncs_every_connection_of_the_account(
@@ -408,30 +503,29 @@ def test_members_changed_resyncs_every_connection_of_the_account(
 
 @pytest.mark.postgres
 @pytest.mark.redis
-def test_a_burst_while_a_sync_is_pending_costs_one_statement_and_one_redis_round_trip_each(
-    pg_settings: Any, enqueued: RecordingEnqueue, redis_client: Any
+def test_a_burst_while_a_sync_is_pending_costs_one_round_trip_each_and_no_redis(
+    pg_settings: Any, enqueued: RecordingEnqueue, redis_client: Any, tmp_path: Any
 ) -> None:
-    """On PostgreSQL a delivery is one SQL statement (autocommitted: no BEGIN, no COMMIT, no
-    pre-ping) and one Redis pipeline (the flood counter and the pending check); once a sync is
-    queued, the burst writes no flag and publishes nothing (Redis seen with MONITOR, commands
-    of our db; statements counted on both of the process's engines)."""
+    """On PostgreSQL a delivery is one round trip: one prepared statement, autocommitted (no
+    BEGIN, no COMMIT, no pre-ping, no reset), read off the wire with libpq's trace of the hot
+    pool's connections; and no Redis command at all (MONITOR, commands of our db; a probe
+    shows the monitor sees them). Once a sync is queued the burst publishes nothing."""
     from sqlalchemy import event
 
     services = Services(pg_settings, enqueue=enqueued)
+    trace = open(tmp_path / "libpq.trace", "w")  # noqa: SIM115 - closed below
     try:
+        event.listen(
+            services.db.autocommit,
+            "connect",
+            lambda dbapi, _record: dbapi.pgconn.trace(trace.fileno()),
+        )
         client = create_app(services.settings, services=services).test_client()
         account, cid = add_connection(services)
-        assert post(client, body_for(account)).status_code == 202  # sets the pending flag
-        statements: list[tuple[str, str]] = []
-        for name, engine in (("orm", services.db.engine), ("hot", services.db.autocommit)):
-            event.listen(
-                engine,
-                "before_cursor_execute",
-                lambda *args, name=name: statements.append((name, args[2].split()[0])),
-            )
+        assert post(client, body_for(account)).status_code == 202  # prepares the statement
         db = redis_client.connection_pool.connection_kwargs.get("db", 0)
         seen: list[str] = []
-        ready, stop = threading.Event(), threading.Event()
+        ready = threading.Event()
 
         def watch() -> None:
             with redis_client.monitor() as monitor:
@@ -446,18 +540,25 @@ def test_a_burst_while_a_sync_is_pending_costs_one_statement_and_one_redis_round
         watcher.start()
         assert ready.wait(5)
         time.sleep(0.2)
+        trace.flush()
+        start = (tmp_path / "libpq.trace").stat().st_size
         for _ in range(10):
             assert post(client, body_for(account)).status_code == 202
-        stop.set()
+        redis_client.get("linksync:probe")
         redis_client.echo("STOP-MONITOR")
         watcher.join(5)
-        assert statements == [("hot", "WITH")] * 10, statements
+        trace.flush()
+        sent = [
+            line.split("\t")[3].split(" ")[0]
+            for line in (tmp_path / "libpq.trace").read_text()[start:].splitlines()
+            if line.split("\t")[1] == "F"
+        ]
+        assert sent == ["Bind", "Describe", "Execute", "Sync"] * 10, sent
         assert deliveries(services, account) == 11
         assert enqueued.calls == [(cid, "webhook", None)]
-        # One pipeline of three commands per delivery, nothing else.
-        verbs = [c.split(" ")[0] for c in seen]
-        assert sorted(verbs) == ["EXISTS"] * 10 + ["EXPIRE"] * 10 + ["INCRBY"] * 10, seen
+        assert seen == ["GET linksync:probe"], seen
     finally:
+        trace.close()
         services.close()
 
 
@@ -481,30 +582,5 @@ def test_a_dead_pooled_connection_costs_the_delivery_nothing(
         response = post(client, body_for(account))
         assert response.status_code == 202 and response.json == {"status": "accepted"}
         assert deliveries(services, account) == 2
-    finally:
-        services.close()
-
-
-@pytest.mark.postgres
-@pytest.mark.redis
-def test_a_stale_remembered_admin_id_never_suppresses_a_wake_up(
-    pg_settings: Any, enqueued: RecordingEnqueue
-) -> None:
-    """The pending check in the flood counter's pipeline asks about the admin connection the
-    last delivery found. When the account's connection changed since (here: the memory points
-    at another connection whose sync is waiting), the database's answer wins: the account's
-    real connection is woken."""
-    from service.api import webhooks
-
-    services = Services(pg_settings, enqueue=enqueued)
-    try:
-        client = create_app(services.settings, services=services).test_client()
-        other_account, other = add_connection(services)
-        account, cid = add_connection(services)
-        assert post(client, body_for(other_account)).status_code == 202  # other's flag is set
-        webhooks._admin_ids[account] = other
-        assert post(client, body_for(account)).status_code == 202
-        assert enqueued.calls == [(other, "webhook", None), (cid, "webhook", None)]
-        assert webhooks._admin_ids[account] == cid
     finally:
         services.close()
