@@ -3,7 +3,8 @@
 -- no event id is sent twice while the file lasts; optionally paces every thread to a shared
 -- schedule (BENCH_RATE requests/s in total, Debian's wrk 4 has no -R) with delay(); counts
 -- statuses and "accepted"/"duplicate" bodies, collects the Server-Timing durations, and writes
--- a JSON summary to BENCH_OUT.
+-- a JSON summary to BENCH_OUT. With BENCH_REQUESTS empty it sends plain GETs through the same
+-- hooks: the baseline pays the generator's per-response work too.
 --   BENCH_REQUESTS=... BENCH_OUT=... [BENCH_RATE=500] wrk -t2 -c32 -d30s -s bench/webhooks.lua URL
 
 local ffi = require("ffi")
@@ -31,9 +32,12 @@ function init(args)
   -- the environment.
   stride = tonumber(os.getenv("BENCH_THREADS") or "1")
   lines = {}
-  for line in io.lines(os.getenv("BENCH_REQUESTS")) do
-    local tab = line:find("\t", 1, true)
-    lines[#lines + 1] = { line:sub(1, tab - 1), line:sub(tab + 1) }
+  local file = os.getenv("BENCH_REQUESTS") or ""
+  if file ~= "" then
+    for line in io.lines(file) do
+      local tab = line:find("\t", 1, true)
+      lines[#lines + 1] = { line:sub(1, tab - 1), line:sub(tab + 1) }
+    end
   end
   position = index + 1
   statuses = {}
@@ -54,13 +58,14 @@ function delay()
 end
 
 function request()
+  sent = sent + 1
+  if #lines == 0 then return wrk.format("GET") end -- the baseline (/healthz): same script, GETs
   local item = lines[position]
   if item == nil then -- the file ran out: start again (the repeats answer "duplicate")
     position = index + 1
     item = lines[position]
   end
   position = position + stride
-  sent = sent + 1
   return wrk.format("POST", nil, {
     ["Content-Type"] = "application/json",
     ["X-LinkSync-Signature"] = item[1],

@@ -22,6 +22,7 @@ A rejected delivery enqueues nothing and stores nothing.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -122,6 +123,8 @@ def read_body(environ: dict[str, Any], limit: int) -> bytes:
     # Read at most one byte past the limit, whatever Content-Length says (or if it is absent);
     # werkzeug's stream is bounded by Content-Length and safe without one, as Flask's is.
     stream = get_input_stream(environ)
+    if declared is not None:  # bounded by Content-Length (at most the limit): one read
+        return bytes(stream.read(declared))
     chunks: list[bytes] = []
     size = 0
     while size <= limit:
@@ -360,12 +363,15 @@ class WebhookEndpoint:
         self.app = app
         self.svc = svc
         self.headers = [*security_headers(https=svc.settings.https), ("Cache-Control", "no-store")]
+        # Request ids: a random prefix per endpoint and a counter (unique, no syscall each).
+        prefix, counter = secrets.token_hex(4), itertools.count()
+        self.new_request_id = lambda: f"{prefix}{next(counter) & 0xFFFFFFFF:08x}"
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         if environ.get("PATH_INFO") != PATH:
             return self.app(environ, start_response)
         started = time.perf_counter()
-        request_id = str(environ.get("HTTP_X_REQUEST_ID", ""))[:64] or secrets.token_hex(8)
+        request_id = str(environ.get("HTTP_X_REQUEST_ID", ""))[:64] or self.new_request_id()
         logs.clear()
         logs.bind(request_id=request_id, path=PATH)
         status, extra = 202, list[tuple[str, str]]()

@@ -307,6 +307,13 @@ def test_a_body_over_the_limit_without_content_length_is_413(
     assert response.status_code == 202
 
 
+def test_other_methods_are_405_naming_post(client: FlaskClient) -> None:
+    response = client.get("/webhooks/source")
+    assert response.status_code == 405 and response.headers["Allow"] == "POST"
+    assert response.json["error"]["code"] == "method_not_allowed"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
 @pytest.mark.parametrize(
     "status",
     [ConnectionStatus.NEEDS_REAUTH, ConnectionStatus.PAUSED, ConnectionStatus.DISCONNECTED],
