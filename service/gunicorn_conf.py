@@ -19,6 +19,12 @@ timeout = 30
 graceful_timeout = 20
 keepalive = 5
 logger_class = "service.gunicorn_conf.RedactingLogger"
+# Each worker's heartbeat is an fchmod of a temporary file on every loop turn: on a disk
+# filesystem it waits for the journal whenever the machine writes back (PostgreSQL's WAL right
+# after a burst of webhooks), and the worker stalls with it. In memory it never waits.
+# gunicorn makes the file with mkstemp (exclusive, private) and unlinks it at once.
+SHM = "/dev/shm"  # noqa: S108
+worker_tmp_dir = os.environ.get("GUNICORN_WORKER_TMP_DIR", SHM if os.path.isdir(SHM) else None)
 
 # Bearer credentials that travel in URLs: connect and manage tokens in the path, the OAuth code
 # and state in the callback's query. The access log must not keep them.
