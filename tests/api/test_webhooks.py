@@ -591,3 +591,26 @@ def test_a_dead_pooled_connection_costs_the_delivery_nothing(
         assert deliveries(services, account) == 2
     finally:
         services.close()
+
+
+@pytest.mark.postgres
+def test_the_hot_path_reports_a_database_error_by_its_sqlstate(pg_settings: Any) -> None:
+    """The statement runs on psycopg's libpq binding: an error comes back as psycopg's
+    exception for its SQLSTATE, and a dead connection as an OperationalError."""
+    import psycopg
+    from psycopg import errors
+
+    from service.api.webhooks import _check
+
+    with psycopg.connect(pg_settings.database_url.replace("+psycopg", "")) as conn:
+        pgconn = conn.pgconn
+        with pytest.raises(errors.UndefinedTable):
+            _check(pgconn, pgconn.exec_(b"SELECT * FROM no_such_table"))
+        assert _check(pgconn, pgconn.exec_(b"SELECT 1")).ntuples == 1
+        pid = int(_check(pgconn, pgconn.exec_(b"SELECT pg_backend_pid()")).get_value(0, 0) or 0)
+        with psycopg.connect(
+            pg_settings.database_url.replace("+psycopg", ""), autocommit=True
+        ) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(psycopg.OperationalError):
+            _check(pgconn, pgconn.exec_(b"SELECT 1"))
