@@ -1067,7 +1067,7 @@ def one_machine(quick: bool) -> dict[str, Any]:
         for account in accounts:
             enqueue(ids[account], "manual", None)
         synced = wait_runs(s, since, fleet_n, timeout=300)
-        # ... and one webhook each (the flood counter, the pending flag), through gunicorn.
+        # ... and one webhook each (no Redis key of its own: it wakes a worker), through gunicorn.
         web = s.start_web(workers=WEB_WORKERS)
         since_hooks = s.max_run_id()
         hooks = s.workdir / "hooks.tsv"
@@ -1088,8 +1088,8 @@ def one_machine(quick: bool) -> dict[str, Any]:
         memory["webhook_runs"] = len(hooked)
         memory["note"] = (
             "measured right after the fleet's syncs and one webhook each: locks and flags are "
-            "gone once a run ends; the per-token rate buckets expire after an hour, the "
-            "webhook counters after their minute"
+            "gone once a run ends; the per-token rate buckets expire after an hour (a webhook "
+            "keeps no key: its flood limit is counted in the database)"
         )
 
         # The synthetic fleet: phases spread over the interval, as the scheduler leaves them.

@@ -127,7 +127,7 @@ def create_app(
         # The database went away (restart, failover, terminated backends): a 503 the client
         # may retry, not a 500. The pool (pool_pre_ping) reconnects on the next request.
         log.warning("database unavailable", extra={"error": type(exc).__name__})
-        error = DatabaseUnavailable("The database is unavailable right now; retry shortly.")
+        error = DatabaseUnavailable()
         return _retry_later(_domain_error(error))
 
     @app.errorhandler(CSRFError)

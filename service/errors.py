@@ -62,3 +62,8 @@ class DatabaseUnavailable(UpstreamUnavailable):
     """The database is unreachable (restarting, connections terminated): retry shortly."""
 
     code = "database_unavailable"
+
+    def __init__(
+        self, message: str = "The database is unavailable right now; retry shortly."
+    ) -> None:
+        super().__init__(message)

@@ -7,8 +7,9 @@ other endpoint (the JSON error body, the security headers, `X-Request-Id`, `Serv
 
 Order matters, cheapest and least trusting first: size and content type (before reading the
 body), the signature (before parsing JSON or touching the database), the body, then the
-delivery's only round trip: on PostgreSQL one autocommitted, prepared statement through the
-pool's psycopg connection (`RECORD_DELIVERY`), on SQLite one ORM transaction. It finds the
+delivery's only round trip: on PostgreSQL one autocommitted statement (`RECORD_DELIVERY`),
+prepared once per pooled connection and run through psycopg's libpq binding, on SQLite one
+ORM transaction. It finds the
 account's connections, refuses a flood (more than WEBHOOK_RATE_LIMIT_PER_MINUTE deliveries of
 the account in the last minute, counted from the delivery rows: exact across processes and
 machines), de-duplicates by event id (unique constraint) and records the durable sync request
@@ -64,7 +65,7 @@ from service.infra import logs, metrics
 from service.infra.db import utcnow
 from service.infra.models import ConnectionStatus, Trigger, WebhookDelivery
 from service.services import Services
-from service.sync.triggers import require_syncable, wake
+from service.sync.triggers import mark_requested, require_syncable, wake
 from service.web.errors import error_body
 from service.web.headers import security_headers
 
@@ -185,7 +186,7 @@ def flood_refusal(svc: Services, account_id: str, now: datetime) -> RateLimited:
 
 
 def record_in_session(svc: Services, event: WebhookIn, now: datetime) -> Recorded:
-    """`RECORD_DELIVERY` through the ORM, in one transaction (SQLite)."""
+    """What RECORD_DELIVERY does, through the ORM in one transaction (SQLite)."""
     limit = svc.settings.WEBHOOK_RATE_LIMIT_PER_MINUTE
     with svc.db.sessionmaker() as session:
         connection, member_rows = account_connections(session, event.account_id)
@@ -217,8 +218,7 @@ def record_in_session(svc: Services, event: WebhookIn, now: datetime) -> Recorde
             if row.sync_requested_at is None or row.sync_requested_at > now
         ]
         for row in woken:
-            row.sync_requested_at = now
-            row.sync_requested_trigger = str(Trigger.WEBHOOK)
+            mark_requested(row, Trigger.WEBHOOK)
         try:
             session.commit()
         except IntegrityError:
@@ -314,7 +314,7 @@ def _execute(svc: Services, params: list[str]) -> list[ConnectionRow]:
     libpq binding (`psycopg.pq`): the cursor layer's adaptation and result machinery cost
     as much Python per delivery as the rest of the endpoint, for eight text parameters and
     six plain columns (text format both ways)."""
-    unavailable = DatabaseUnavailable("The database is unavailable right now; retry shortly.")
+    unavailable = DatabaseUnavailable()
     values = [value.encode() for value in params]
     for attempt in (1, 2):
         try:
@@ -464,7 +464,7 @@ def _refusal(exc: Exception) -> tuple[int, str, str, str | None, list[tuple[str,
     Flask's error handlers give elsewhere."""
     if isinstance(exc, SQLAlchemyOperationalError):  # the database went away (SQLite path)
         log.warning("database unavailable", extra={"error": type(exc).__name__})
-        exc = DatabaseUnavailable("The database is unavailable right now; retry shortly.")
+        exc = DatabaseUnavailable()
     if not isinstance(exc, DomainError):
         log.exception("unhandled error", exc_info=exc)
         return 500, "internal_error", "Something went wrong on our side.", None, []

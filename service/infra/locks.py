@@ -1,9 +1,10 @@
 """Every lock and flag this service keeps in the coordinator, and the timings that must agree.
 
 The one place that names them: the sync lock, its "dirty" and "pending" flags, the token-refresh
-lock, the operator sign-in slots and the webhook flood counter. Backends and the lock helpers
-live in service.infra.coordination; this module says which keys exist and how long each lives,
-relative to the one setting that drives them (SYNC_LOCK_TTL_SECONDS).
+lock and the operator sign-in slots (the webhook flood limit is counted in the database).
+Backends and the lock helpers live in service.infra.coordination; this module says which keys
+exist and how long each lives, relative to the one setting that drives them
+(SYNC_LOCK_TTL_SECONDS).
 
     sync:{connection}        a run holds it (TTL, heartbeat every TTL/3)
     dirty:{connection}       a trigger arrived while the lock was held: run once more (4 x TTL)
@@ -31,7 +32,8 @@ from __future__ import annotations
 
 from service.settings import Settings
 
-# How long a coalesced webhook sync may wait in the queue before a new trigger enqueues again.
+# How long a coalesced sync (the status page's Sync now) may wait in the queue before a new
+# trigger enqueues again.
 PENDING_TTL = 60.0
 # Token refresh: long enough for a slow token endpoint; waiters give up after the same time.
 REFRESH_LOCK_TTL = 30.0
@@ -95,11 +97,6 @@ def operator_login_gate(digest: str) -> str:
 
 def operator_session(digest: str) -> str:
     return f"operator-session:{digest}"
-
-
-def webhook_rate_key(account_id: str, window: int) -> str:
-    """A Redis key (not a coordinator key): the per-account webhook counter of one minute."""
-    return f"linksync:webhook-rate:{account_id}:{window}"
 
 
 def sync_lock_ttl(settings: Settings) -> float:

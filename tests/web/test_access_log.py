@@ -1,5 +1,6 @@
-"""gunicorn's access log keeps no bearer credential: no OAuth code or state, no connect or
-manage token. A real gunicorn process with our config, and real requests."""
+"""gunicorn with our config: its access log keeps no bearer credential (no OAuth code or
+state, no connect or manage token), and its worker heartbeat lives in memory. A real gunicorn
+process, real requests."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,31 @@ from tests.conftest import ROOT, settings_env, wait_until
 from tests.e2e.conftest import free_port
 
 
+@contextmanager
+def running_gunicorn(settings: Settings, port: int, log_path: Path) -> Iterator[psutil.Process]:
+    """gunicorn with our config and one worker, serving on `port`, its output in log_path;
+    yields the master once /healthz answers, and stops it."""
+    env = settings_env(settings) | {"GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": "1"}
+    command = [sys.executable, "-m", "gunicorn", "-c", "python:service.gunicorn_conf"]
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [*command, "service.wsgi:app"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+
+        def up() -> bool:
+            try:
+                return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).ok
+            except requests.RequestException:
+                return False
+
+        wait_until(up, timeout=30)
+        yield psutil.Process(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
 def test_access_log_masks_tokens_and_oauth_codes(
     make_settings: Callable[..., Settings], tmp_path: Path, sandbox: Any
 ) -> None:
@@ -33,33 +60,9 @@ def test_access_log_masks_tokens_and_oauth_codes(
     with svc.db.session() as session:
         _, token, _ = create_connect_session(session, settings, "acct-access-log")
     svc.close()
-    env = settings_env(settings) | {"GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": "1"}
     log_path = tmp_path / "gunicorn.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-c",
-                "python:service.gunicorn_conf",
-                "service.wsgi:app",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    with running_gunicorn(settings, port, log_path):
         base = f"http://127.0.0.1:{port}"
-
-        def up() -> bool:
-            try:
-                return requests.get(f"{base}/healthz", timeout=5).ok
-            except requests.RequestException:
-                return False
-
-        wait_until(up, timeout=30)
         code, state = "SECRETCODE1234567890", "SECRETSTATE1234567890abcd"
         requests.get(f"{base}/oauth/close/callback?code={code}&state={state}", timeout=5)
         requests.get(f"{base}/connect/{token}", timeout=5)
@@ -68,9 +71,6 @@ def test_access_log_masks_tokens_and_oauth_codes(
         )
         requests.get(f"{base}/manage/{token}", timeout=5)
         time.sleep(0.5)
-    finally:
-        proc.terminate()
-        proc.wait(15)
     lines = log_path.read_text(errors="replace")
     assert "GET /oauth/close/callback?*** " in lines and "GET /connect/*** " in lines
     assert "GET /manage/*** " in lines and "/healthz?keep=1" in lines
@@ -88,37 +88,10 @@ def test_worker_heartbeat_file_lives_in_memory(
     port = free_port()
     settings = make_settings()
     migrate.upgrade(settings.database_url)
-    env = settings_env(settings) | {"GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": "1"}
-    with (tmp_path / "gunicorn.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-c",
-                "python:service.gunicorn_conf",
-                "service.wsgi:app",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-
-        def up() -> bool:
-            try:
-                return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).ok
-            except requests.RequestException:
-                return False
-
-        wait_until(up, timeout=30)
-        workers = psutil.Process(proc.pid).children()
+    with running_gunicorn(settings, port, tmp_path / "gunicorn.log") as master:
+        workers = master.children()
         assert len(workers) == 1
         # The file is unlinked at once and stays open: /proc shows "<path> (deleted)".
         fd_dir = Path(f"/proc/{workers[0].pid}/fd")
         files = [os.readlink(fd) for fd in fd_dir.iterdir()]
         assert any(path.startswith("/dev/shm/") for path in files), files
-    finally:
-        proc.terminate()
-        proc.wait(15)
