@@ -327,7 +327,7 @@ def webhook_ingest(quick: bool) -> dict[str, Any]:
     delay() keeps a schedule) for the latency target."""
     if shutil.which(WRK) is None:
         raise SystemExit(f"webhook_ingest needs wrk ({WRK!r} not found): apt-get install -y wrk")
-    rate, seconds, probe, pairs = (50, 2, 1, 1) if quick else (500, 30, 2, 5)
+    rate, seconds, probe, pairs = (50, 2, 1, 1) if quick else (500, 30, 2, 7)
     threads, connections = 2, 8
     with stack(latency_ms=0, rate_per_token=1000) as s:
         accounts = [f"hook-{i}" for i in range(500)]
