@@ -25,7 +25,7 @@ test: $(STAMP) ## Run the whole test suite (needs PostgreSQL, Redis and Chromium
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	CHAOS_FAULT_SECONDS=8 $(VENV)/bin/pytest -n 2 --dist loadfile
+	CHAOS_FAULT_SECONDS=8 $(VENV)/bin/pytest -n 3 --dist loadfile
 
 test-fast: $(STAMP) ## Unit tests only (pure logic, no services)
 	$(VENV)/bin/pytest -q -m unit

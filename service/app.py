@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 
 from flask import Flask, Response, g, request
@@ -20,7 +19,7 @@ from service.services import Services
 from service.settings import Settings, load_settings
 from service.web.context import close_db_session
 from service.web.errors import csrf_failure_message, error_response, http_error_response
-from service.web.headers import security_headers
+from service.web.headers import RequestIds, security_headers
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +57,10 @@ def create_app(
     if svc.enqueue is None:
         svc.enqueue = celery_enqueue(settings)
     app.extensions["linksync"] = svc
+    request_ids = RequestIds()
     # The webhook endpoint answers in front of Flask (service.api.webhooks: its hot path
     # needs no request context, session or hooks); inside the proxy fix, which sees first.
-    app.wsgi_app = WebhookEndpoint(app.wsgi_app, svc)  # type: ignore[method-assign]
+    app.wsgi_app = WebhookEndpoint(app.wsgi_app, svc, request_ids)  # type: ignore[method-assign]
     if settings.TRUSTED_PROXY_COUNT:
         # Behind N trusted proxies: remote_addr is the client (the sign-in throttle counts per
         # client), and scheme/host are what the browser used.
@@ -91,7 +91,7 @@ def create_app(
     @app.before_request
     def _bind_request() -> None:
         logs.clear()
-        g.request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
+        g.request_id = request_ids(request.headers.get("X-Request-Id"))
         g.started = time.perf_counter()
         logs.bind(request_id=g.request_id, path=request.path)
 

@@ -23,11 +23,9 @@ A rejected delivery enqueues nothing and stores nothing.
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import math
-import secrets
 import time
 import weakref
 from collections.abc import Callable, Iterable
@@ -67,7 +65,7 @@ from service.infra.models import ConnectionStatus, Trigger, WebhookDelivery
 from service.services import Services
 from service.sync.triggers import mark_requested, require_syncable, wake
 from service.web.errors import error_body
-from service.web.headers import security_headers
+from service.web.headers import RequestIds, security_headers
 
 log = logging.getLogger(__name__)
 
@@ -416,19 +414,17 @@ def receive_webhook(svc: Services, environ: dict[str, Any]) -> WebhookOut:
 class WebhookEndpoint:
     """WSGI middleware: answers PATH itself and passes every other request to `app`."""
 
-    def __init__(self, app: WSGIApp, svc: Services) -> None:
+    def __init__(self, app: WSGIApp, svc: Services, request_ids: RequestIds) -> None:
         self.app = app
         self.svc = svc
+        self.request_ids = request_ids  # shared with Flask's hook
         self.headers = [*security_headers(https=svc.settings.https), ("Cache-Control", "no-store")]
-        # Request ids: a random prefix per endpoint and a counter (unique, no syscall each).
-        prefix, counter = secrets.token_hex(4), itertools.count()
-        self.new_request_id = lambda: f"{prefix}{next(counter) & 0xFFFFFFFF:08x}"
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         if environ.get("PATH_INFO") != PATH:
             return self.app(environ, start_response)
         started = time.perf_counter()
-        request_id = str(environ.get("HTTP_X_REQUEST_ID", ""))[:64] or self.new_request_id()
+        request_id = self.request_ids(environ.get("HTTP_X_REQUEST_ID"))
         logs.clear()
         logs.bind(request_id=request_id, path=PATH)
         status, extra = 202, list[tuple[str, str]]()

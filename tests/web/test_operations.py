@@ -203,3 +203,47 @@ def test_cli_sync_runs_in_the_foreground_and_prints_counts(
         timeout=60,
     )
     assert missing.returncode == 1 and "no connection" in missing.stderr
+
+
+def test_request_ids_keep_the_clients_own_and_are_unique_otherwise() -> None:
+    from service.web.headers import RequestIds
+
+    ids = RequestIds()
+    assert ids("req-42") == "req-42"
+    assert ids("x" * 100) == "x" * 64
+    made = [ids(None) for _ in range(1000)] + [ids("") for _ in range(1000)]
+    assert len(set(made)) == 2000
+    assert all(len(value) == 16 and int(value, 16) >= 0 for value in made)
+
+
+def test_a_forked_worker_draws_request_ids_of_its_own() -> None:
+    """A gunicorn worker of a preloaded app is a fork: its counter starts again, so it must not
+    reuse the parent's prefix."""
+    import multiprocessing
+
+    from service.web.headers import RequestIds
+
+    ids = RequestIds()
+    parent = ids(None)
+    reader, writer = multiprocessing.get_context("fork").Pipe(duplex=False)
+    child = multiprocessing.get_context("fork").Process(target=lambda: writer.send(ids(None)))
+    child.start()
+    assert reader.poll(10)
+    from_child = reader.recv()
+    child.join(10)
+    assert from_child[:8] != parent[:8]
+
+
+def test_flask_and_the_webhook_endpoint_share_one_request_id_sequence(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Both layers answer with an X-Request-Id from the same generator (no id is made twice,
+    whichever layer served the request), and echo the client's own."""
+    client = app_for(make_settings()).test_client()
+    first = client.get("/healthz").headers["X-Request-Id"]
+    hook = client.post("/webhooks/source", json={}).headers["X-Request-Id"]
+    last = client.get("/healthz").headers["X-Request-Id"]
+    assert first[:8] == hook[:8] == last[:8]
+    assert int(first[8:], 16) < int(hook[8:], 16) < int(last[8:], 16)
+    own = client.post("/webhooks/source", json={}, headers={"X-Request-Id": "req-7"})
+    assert own.headers["X-Request-Id"] == "req-7"
