@@ -456,7 +456,7 @@ def webhook_to_close(quick: bool, embedded: bool = False) -> dict[str, Any]:
     if embedded:  # make run's shape: one worker process, SQLite database and broker
         rate, seconds = (5, 2) if quick else (5, 20)
     else:
-        rate, seconds = (10, 3) if quick else (20, 30)
+        rate, seconds = (10, 3) if quick else (20, 20)
     total = rate * seconds
     with stack(latency_ms=40, rate_per_token=20, embedded=embedded) as s:
         accounts = {f"w2c-{i}": generated_event_types(f"w2c-{i}", 5, seed=i) for i in range(total)}
@@ -1312,7 +1312,7 @@ def scale_out(quick: bool) -> dict[str, Any]:
     """The fleet's initial sync with 1, 2 and 4 worker processes (8 threads each) on one Redis
     and PostgreSQL: links/s per process count beside the two bounds, Close's budget (orgs x
     per-org rate) and the CPU (2 cores / the workers' CPU seconds per link)."""
-    connections, per, orgs = (12, 5, 3) if quick else (300, 20, 30)
+    connections, per, orgs = (12, 5, 3) if quick else (200, 20, 20)
     per_token, per_org = 20.0, 60.0
     counts, threads = (1, 2, 4), 8
     cores = psutil.cpu_count() or 1
