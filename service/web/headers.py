@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
+import weakref
 
 # One year, this host only: includeSubDomains or preload would bind the operator's other
 # hosts, which this service cannot know about.
@@ -28,10 +29,21 @@ class RequestIds:
 
     def __init__(self) -> None:
         self._reset()
-        os.register_at_fork(after_in_child=self._reset)
+        _live.add(self)
 
     def _reset(self) -> None:
         self._prefix, self._counter = secrets.token_hex(4), itertools.count()
 
     def __call__(self, given: str | None) -> str:
         return (given or "")[:64] or f"{self._prefix}{next(self._counter) & 0xFFFFFFFF:08x}"
+
+
+_live: weakref.WeakSet[RequestIds] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for ids in list(_live):
+        ids._reset()
+
+
+os.register_at_fork(after_in_child=_after_fork)
