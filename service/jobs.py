@@ -126,12 +126,18 @@ def send_sync(
     skip_if_running: bool = False,
     countdown: float | None = None,
 ) -> None:
-    """Send a sync task by name: the sender needs no worker code."""
+    """Send a sync task by name: the sender needs no worker code. The arguments' repr for the
+    worker's log is given, not computed: Celery's bounded saferepr cost a fifth of a publish
+    (about 0.2 of 1.2 ms), and these arguments are three scalars and two flags."""
+    args = [connection_id, trigger, run_id]
+    kwargs = {"reconcile": reconcile, "skip_if_running": skip_if_running}
     celery.send_task(
         TASK_SYNC,
-        args=[connection_id, trigger, run_id],
-        kwargs={"reconcile": reconcile, "skip_if_running": skip_if_running},
+        args=args,
+        kwargs=kwargs,
         countdown=clamp_countdown(celery, countdown),
+        argsrepr=repr(args),
+        kwargsrepr=repr(kwargs),
     )
 
 

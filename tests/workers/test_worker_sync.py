@@ -179,3 +179,28 @@ def test_embedded_default_worker_consumes_the_sqlite_broker(
     wait_until(lambda: len(our_links(sandbox)) == 3, timeout=20)
     wait_until(lambda: runs(svc, cid)[-1].status == "succeeded", timeout=10)
     assert (settings.INSTANCE_PATH / "broker.sqlite").exists()
+
+
+@pytest.mark.redis
+def test_a_sync_message_carries_its_arguments_and_their_repr_for_the_workers_log(
+    pg_settings: Settings, redis_client: Any
+) -> None:
+    """send_sync gives Celery the arguments' repr instead of letting it compute a bounded
+    saferepr on every publish: the message still carries the real arguments (the body) and
+    the same text Celery would have logged (the headers)."""
+    from service.jobs import TASK_SYNC, make_celery, send_sync
+
+    redis_client.delete("celery")
+    send_sync(make_celery(pg_settings), 41, "webhook", None, skip_if_running=True)
+    raw = redis_client.lpop("celery")
+    assert raw is not None
+    message = json.loads(raw)
+    headers = message["headers"]
+    assert headers["task"] == TASK_SYNC
+    assert headers["argsrepr"] == "[41, 'webhook', None]"
+    assert headers["kwargsrepr"] == "{'reconcile': False, 'skip_if_running': True}"
+    import base64
+
+    args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+    assert args == [41, "webhook", None]
+    assert kwargs == {"reconcile": False, "skip_if_running": True}
