@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from sqlalchemy import select
 
+from service.infra import locks
 from service.infra.db import utcnow
 from service.infra.models import Connection, ConnectionStatus, SyncRun
 from tests.chaos.conftest import FAULT_SECONDS, Chaos, Result, report
@@ -65,21 +66,34 @@ def converge(
         lost, _ = chaos.lost(desired, user_of)
         if lost == 0 or time.monotonic() > deadline:
             return lost
-        if time.monotonic() >= next_trigger and not all(running(chaos, cid) for cid in ids):
+        if time.monotonic() >= next_trigger and not all(busy(chaos, cid) for cid in ids):
             chaos.trigger(ids)
             next_trigger = time.monotonic() + 5
         time.sleep(0.25)
 
 
-def running(chaos: Chaos, cid: int) -> bool:
+def busy(chaos: Chaos, cid: int) -> bool:
+    """A sync of this connection is under way: its latest run is queued or running, and a
+    worker holds its lock, or a queued run is younger than the lock's TTL (its task is on the
+    way). A run a SIGKILLed worker left behind (running, or queued with its task prefetched by
+    that worker and not redelivered before the broker's visibility timeout) holds no lock once
+    the TTL ran out: the beat's schedule would sync that connection again, so this does too."""
     with chaos.svc.db.session() as session:
-        latest = session.scalars(
-            select(SyncRun.status)
+        latest = session.execute(
+            select(SyncRun.status, SyncRun.queued_at)
             .where(SyncRun.connection_id == cid)
             .order_by(SyncRun.id.desc())
             .limit(1)
         ).first()
-    return latest in ("queued", "running")
+    if latest is None or latest.status not in ("queued", "running"):
+        return False
+    try:
+        if chaos.svc.coordinator.held([locks.sync_lock(cid)]):
+            return True
+    except Exception:  # the coordinator is away (a fault of the scenario): assume under way
+        return True
+    ttl = locks.sync_lock_ttl(chaos.svc.settings)
+    return latest.status == "queued" and (utcnow() - latest.queued_at).total_seconds() < ttl
 
 
 def record(
