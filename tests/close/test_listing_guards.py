@@ -22,6 +22,7 @@ Page = Callable[[int, int], dict[str, Any]]  # (skip, limit) -> the answer's bod
 @pytest.fixture
 def close_answering() -> Iterator[Callable[[Page], tuple[CloseClient, list[int]]]]:
     servers: list[ThreadingHTTPServer] = []
+    http = requests.Session()
 
     def start(page: Page) -> tuple[CloseClient, list[int]]:
         skips: list[int] = []
@@ -46,7 +47,7 @@ def close_answering() -> Iterator[Callable[[Page], tuple[CloseClient, list[int]]
         threading.Thread(target=server.serve_forever, daemon=True).start()
         client = CloseClient(
             api_url=f"http://127.0.0.1:{server.server_port}/api/v1",
-            http=requests.Session(),
+            http=http,
             budget=LocalRateBudget(default_rate=1000),
             tokens=StaticToken("token"),
             org_id="orga_test",
@@ -55,6 +56,7 @@ def close_answering() -> Iterator[Callable[[Page], tuple[CloseClient, list[int]]
         return client, skips
 
     yield start
+    http.close()
     for server in servers:
         server.shutdown()
         server.server_close()
